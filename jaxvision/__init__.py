@@ -1,0 +1,50 @@
+"""jaxvision: functional deep learning for computer vision in JAX, Flax linen and optax.
+
+``jaxvision.data`` (tensorflow-datasets input pipelines) imports TensorFlow, so it is loaded on first
+use rather than here.
+"""
+
+import importlib
+from typing import Any
+
+from jaxvision.checkpoint import restore_checkpoint, save_checkpoint
+from jaxvision.fit import FitResult, evaluate, fit
+from jaxvision.losses import LOSSES, binary_cross_entropy, cross_entropy, get_loss, l1, l2
+from jaxvision.models import get_model, list_models
+from jaxvision.optimizers import OPTIMIZERS, SCHEDULES, make_optimizer, make_schedule
+from jaxvision.train import Batch, TrainState, create_train_state, eval_step, predict, train_step
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "LOSSES",
+    "OPTIMIZERS",
+    "SCHEDULES",
+    "Batch",
+    "FitResult",
+    "TrainState",
+    "binary_cross_entropy",
+    "create_train_state",
+    "cross_entropy",
+    "data",
+    "eval_step",
+    "evaluate",
+    "fit",
+    "get_loss",
+    "get_model",
+    "l1",
+    "l2",
+    "list_models",
+    "make_optimizer",
+    "make_schedule",
+    "predict",
+    "restore_checkpoint",
+    "save_checkpoint",
+    "train_step",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "data":
+        return importlib.import_module("jaxvision.data")
+    raise AttributeError(f"module 'jaxvision' has no attribute {name!r}")

@@ -1,0 +1,1 @@
+"""The ``jaxvision`` command line."""

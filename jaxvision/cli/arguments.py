@@ -1,0 +1,68 @@
+"""argparse value types that reject bad input with a message saying how to fix it."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected a positive integer, e.g. 128") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"invalid value {value}: expected a positive integer, e.g. 128")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected a positive number, e.g. 1e-3") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"invalid value {value}: expected a positive number, e.g. 1e-3")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected a number >= 0, e.g. 1e-4") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"invalid value {value}: expected a number >= 0, e.g. 1e-4")
+    return value
+
+
+def open_fraction(text: str) -> float:
+    """A number strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected a number in (0, 1), e.g. 0.1") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"invalid value {value}: expected a number in (0, 1), e.g. 0.1")
+    return value
+
+
+def dropout_rate(text: str) -> float:
+    """A number in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected a number in [0, 1), e.g. 0.5") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"invalid value {value}: expected a number in [0, 1), e.g. 0.5")
+    return value
+
+
+def shape(text: str) -> tuple[int, ...]:
+    """Comma-separated positive integers, e.g. ``224,224,3``."""
+    try:
+        values = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid shape {text!r}: expected comma-separated integers, e.g. 224,224,3") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"invalid shape {text!r}: expected positive integers, e.g. 224,224,3")
+    return values

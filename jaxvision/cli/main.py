@@ -1,0 +1,45 @@
+"""Entry point of the ``jaxvision`` command: one subcommand per module in ``jaxvision.cli``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from jaxvision.cli import train as train_command
+
+# Each module has add_parser(subparsers), which registers a subcommand whose ``func`` runs it.
+_COMMANDS = (train_command,)
+
+
+class _OneLineErrorParser(argparse.ArgumentParser):
+    """Reports a bad argument as one line and exit status 2, without the usage block."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _OneLineErrorParser(prog="jaxvision", description="Train and inspect vision models in JAX.")
+    subparsers = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineErrorParser)
+    for command in _COMMANDS:
+        command.add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the command line; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except ValueError as error:
+        # Invalid names and values are reported as one line; JAXVISION_DEBUG=1 shows the traceback.
+        if os.environ.get("JAXVISION_DEBUG"):
+            raise
+        print(f"jaxvision {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,10 @@
+"""Input pipelines over tensorflow-datasets (imports TensorFlow, so it is loaded only when used)."""
+
+import os
+
+# TensorFlow's C++ info lines and TFDS's failed cloud-credential probes are noise on an offline machine.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from jaxvision.data.pipeline import COMMON_DATASETS, DatasetMeta, Splits, builder, channel_statistics, load, load_splits, resolve_data_dir
+
+__all__ = ["COMMON_DATASETS", "DatasetMeta", "Splits", "builder", "channel_statistics", "load", "load_splits", "resolve_data_dir"]

@@ -1,0 +1,271 @@
+"""TFDS input pipelines: train/validation/test splits, normalisation, shuffling, batching, prefetch.
+
+Any TFDS image-classification dataset works by its catalog name (mnist, fashion_mnist, cifar10,
+cifar100, eurosat, ...), plus ``digits``, scikit-learn's bundled 8x8 digits, the offline default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from jaxvision._suggest import unknown_name_error
+from jaxvision.data import digits as _digits  # registers the ``digits`` builder with TFDS
+from jaxvision.train import Batch
+
+# tf.data only feeds the host; any accelerator belongs to JAX.
+try:
+    tf.config.set_visible_devices([], "GPU")
+except RuntimeError:  # TensorFlow's devices were already initialised by the caller.
+    pass
+
+COMMON_DATASETS = ("digits", "mnist", "fashion_mnist", "kmnist", "emnist", "cifar10", "cifar100", "svhn_cropped", "eurosat")
+# The test split is carved from the end of "train" for datasets that have no "test" split.
+CARVED_TEST_FRACTION = 0.2
+_DIGITS_NAME = _digits.Digits.name
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetMeta:
+    """What the model and the report need to know about a loaded dataset."""
+
+    name: str
+    image_shape: tuple[int, int, int]
+    num_classes: int
+    num_train: int
+    num_validation: int
+    num_test: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    class_names: tuple[str, ...]
+
+
+def resolve_data_dir(data_dir: str | None = None) -> str | None:
+    """``data_dir`` if given, else ``$TFDS_DATA_DIR``, else None (TFDS's default, ~/tensorflow_datasets)."""
+    return data_dir or os.environ.get("TFDS_DATA_DIR") or None
+
+
+def _digits_data_dir(data_dir: str | None) -> str:
+    # digits is prepared on first use, so it needs a folder it can write; a shared read-only
+    # TFDS_DATA_DIR (like the one holding MNIST in CI) is skipped in favour of a user cache.
+    if data_dir and os.access(data_dir, os.W_OK):
+        return data_dir
+    cache = os.environ.get("JAXVISION_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "jaxvision"))
+    return os.path.join(cache, "tensorflow_datasets")
+
+
+def builder(name: str, *, data_dir: str | None = None) -> tfds.core.DatasetBuilder:
+    """The TFDS builder for ``name``, prepared: digits is generated locally, others must be on disk.
+
+    Raises:
+      ValueError: for an unknown dataset name, or a dataset that is not prepared in the data dir.
+    """
+    data_dir = resolve_data_dir(data_dir)
+    if name == _DIGITS_NAME:
+        dataset_builder = tfds.builder(name, data_dir=_digits_data_dir(data_dir))
+        dataset_builder.download_and_prepare()
+        return dataset_builder
+    try:
+        return tfds.builder(name, data_dir=data_dir)
+    except tfds.core.registered.DatasetNotFoundError:
+        known = sorted(set(COMMON_DATASETS) | set(tfds.list_builders()))
+        close = unknown_name_error("dataset", name, known)
+        suggestion = str(close).split("Did you mean", 1)
+        hint = f" Did you mean{suggestion[1]}" if len(suggestion) == 2 else ""
+        raise ValueError(
+            f"Unknown dataset {name!r}. Known: {', '.join(COMMON_DATASETS)}, or any of the "
+            f"{len(known)} TFDS catalog names (tfds.list_builders()).{hint}"
+        ) from None
+
+
+def _split_names(info: tfds.core.DatasetInfo, validation_fraction: float) -> dict[str, str]:
+    """TFDS split strings for train/validation/test; validation is always carved from train."""
+    num_train_total = info.splits["train"].num_examples
+    if "test" in info.splits:
+        test = "test"
+    else:
+        num_test = int(round(num_train_total * CARVED_TEST_FRACTION))
+        num_train_total -= num_test
+        test = f"train[{num_train_total}:]"
+    num_validation = int(round(num_train_total * validation_fraction))
+    if not 0 < num_validation < num_train_total:
+        raise ValueError(
+            f"validation_fraction={validation_fraction} leaves {num_validation} of {num_train_total} "
+            "training examples for validation; pick a fraction that keeps at least one on each side."
+        )
+    cut = num_train_total - num_validation
+    return {"train": f"train[:{cut}]", "validation": f"train[{cut}:{num_train_total}]", "test": test}
+
+
+def load(
+    name: str, split: str, *, data_dir: str | None = None, image_size: Sequence[int] | None = None
+) -> tuple[tf.data.Dataset, tfds.core.DatasetInfo]:
+    """Raw ``(image uint8 [h, w, c], label int64)`` examples of one TFDS split, in file order.
+
+    Args:
+      name: TFDS catalog name, or "digits".
+      split: any TFDS split string, e.g. "train", "train[:90%]", "test".
+      data_dir: where TFDS finds prepared data; defaults to $TFDS_DATA_DIR.
+      image_size: (height, width) to resize to, for datasets whose images vary in size.
+
+    Returns:
+      The dataset and its TFDS info.
+    """
+    dataset_builder = builder(name, data_dir=data_dir)
+    try:
+        dataset = dataset_builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
+    except AssertionError as error:  # TFDS asserts when the data was never prepared.
+        where = resolve_data_dir(data_dir) or "~/tensorflow_datasets"
+        raise ValueError(
+            f"Dataset {name!r} is not prepared in {where}. Point TFDS_DATA_DIR (or --data-dir) at a folder "
+            f"that holds {name}/ (e.g. ../shared/tensorflow_datasets), or run `tfds build {name}` online."
+        ) from error
+    if image_size is not None:
+        height, width = image_size
+        dataset = dataset.map(
+            lambda image, label: (tf.cast(tf.image.resize(image, (height, width)), tf.uint8), label),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+    return dataset, dataset_builder.info
+
+
+def channel_statistics(dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and standard deviation of images scaled to [0, 1], in float64."""
+    total = total_sq = None
+    count = 0
+    for images, _ in dataset.batch(8192).as_numpy_iterator():
+        pixels = images.reshape(-1, images.shape[-1]).astype(np.float64) / 255.0
+        total = pixels.sum(0) if total is None else total + pixels.sum(0)
+        total_sq = (pixels**2).sum(0) if total_sq is None else total_sq + (pixels**2).sum(0)
+        count += pixels.shape[0]
+    if count == 0:
+        raise ValueError("Cannot compute normalisation statistics of an empty training split.")
+    mean = total / count
+    return mean, np.sqrt(np.maximum(total_sq / count - mean**2, 1e-12))
+
+
+@dataclasses.dataclass
+class Splits:
+    """A dataset's train, validation and test splits as iterators of normalised ``Batch``es.
+
+    Training batches are shuffled with a seed derived from (seed, epoch), so epoch k of a resumed run
+    sees the same order as epoch k of the original run. Evaluation batches cover every example exactly
+    once; the last is padded to full size with ``mask = 0``, so the eval step never recompiles.
+    """
+
+    meta: DatasetMeta
+    batch_size: int
+    eval_batch_size: int
+    seed: int
+    _datasets: dict[str, tf.data.Dataset]
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.meta.num_train // self.batch_size
+
+    def _normalize(self, images: tf.Tensor) -> tf.Tensor:
+        mean = tf.constant(self.meta.mean, tf.float32)
+        std = tf.constant(self.meta.std, tf.float32)
+        return (tf.cast(images, tf.float32) / 255.0 - mean) / std
+
+    def train_batches(self, epoch: int) -> Iterator[Batch]:
+        """Shuffled training batches of exactly ``batch_size``; the remainder is dropped."""
+        dataset = self._datasets["train"].shuffle(
+            min(self.meta.num_train, 100_000), seed=self.seed * 1_000_003 + epoch, reshuffle_each_iteration=False
+        )
+        dataset = dataset.batch(self.batch_size, drop_remainder=True)
+        dataset = dataset.map(lambda x, y: (self._normalize(x), tf.cast(y, tf.int32)), num_parallel_calls=tf.data.AUTOTUNE)
+        for images, labels in dataset.prefetch(tf.data.AUTOTUNE).as_numpy_iterator():
+            yield Batch(images=images, labels=labels, mask=np.ones(len(labels), np.float32))
+
+    def eval_batches(self, split: str) -> Iterator[Batch]:
+        """Every example of "validation" or "test" once, in batches padded to ``eval_batch_size``."""
+        size = self.eval_batch_size
+
+        def pad(images, labels):
+            real = tf.shape(labels)[0]
+            padding = size - real
+            images = tf.pad(images, [[0, padding], [0, 0], [0, 0], [0, 0]])
+            mask = tf.concat([tf.ones([real], tf.float32), tf.zeros([padding], tf.float32)], 0)
+            labels = tf.pad(tf.cast(labels, tf.int32), [[0, padding]])
+            return self._normalize(images), labels, mask
+
+        dataset = self._datasets[split].batch(size).map(pad, num_parallel_calls=tf.data.AUTOTUNE)
+        for images, labels, mask in dataset.prefetch(tf.data.AUTOTUNE).as_numpy_iterator():
+            yield Batch(images=images, labels=labels, mask=mask)
+
+    def arrays(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        """A whole split in memory: normalised images [n, h, w, c] float32 and labels [n] int32."""
+        dataset = self._datasets[split].batch(8192).map(lambda x, y: (self._normalize(x), tf.cast(y, tf.int32)))
+        parts = list(dataset.as_numpy_iterator())
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def load_splits(
+    name: str,
+    *,
+    batch_size: int = 128,
+    eval_batch_size: int = 1000,
+    validation_fraction: float = 0.1,
+    seed: int = 0,
+    data_dir: str | None = None,
+    image_size: Sequence[int] | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+) -> Splits:
+    """Loads a dataset's train/validation/test splits, ready to iterate.
+
+    Args:
+      name: TFDS catalog name or "digits".
+      batch_size: training batch size; one at least the training set's size is full-batch gradient
+        descent, 1 is single-example SGD.
+      eval_batch_size: batch size of validation and test evaluation.
+      validation_fraction: share of the training split held out for validation, in (0, 1); taken from
+        the end of "train" with TFDS split slicing, never from "test".
+      seed: shuffling seed.
+      data_dir: where TFDS finds prepared data; defaults to $TFDS_DATA_DIR.
+      image_size: optional (height, width) to resize every image to.
+      mean, std: per-channel normalisation in [0, 1] pixel units; computed from the training split
+        when not given.
+
+    Returns:
+      The Splits.
+    """
+    if not 0 < validation_fraction < 1:
+        raise ValueError(f"Invalid validation_fraction={validation_fraction}: expected a number in (0, 1), e.g. 0.1.")
+    if batch_size < 1 or eval_batch_size < 1:
+        raise ValueError(f"Invalid batch size {min(batch_size, eval_batch_size)}: expected a positive integer, e.g. 128.")
+    info = builder(name, data_dir=data_dir).info
+    split_names = _split_names(info, validation_fraction)
+    datasets = {key: load(name, split, data_dir=data_dir, image_size=image_size)[0].cache() for key, split in split_names.items()}
+    # One pass per split counts it and fills its in-memory cache.
+    counts = {key: sum(len(y) for _, y in ds.batch(8192).as_numpy_iterator()) for key, ds in datasets.items()}
+    if mean is None or std is None:
+        computed_mean, computed_std = channel_statistics(datasets["train"])
+        mean = computed_mean if mean is None else mean
+        std = computed_std if std is None else std
+    image_spec = datasets["train"].element_spec[0]
+    label_feature = info.features[info.supervised_keys[1]]
+    meta = DatasetMeta(
+        name=name,
+        image_shape=tuple(int(d) for d in image_spec.shape),
+        num_classes=int(label_feature.num_classes),
+        num_train=counts["train"],
+        num_validation=counts["validation"],
+        num_test=counts["test"],
+        mean=tuple(float(m) for m in np.broadcast_to(mean, image_spec.shape[-1:])),
+        std=tuple(float(s) for s in np.broadcast_to(std, image_spec.shape[-1:])),
+        class_names=tuple(label_feature.names),
+    )
+    return Splits(
+        meta=meta,
+        batch_size=min(batch_size, meta.num_train),
+        eval_batch_size=eval_batch_size,
+        seed=seed,
+        _datasets=datasets,
+    )

@@ -1,0 +1,106 @@
+"""Losses by name, each ``(logits, labels) -> [batch]`` per-example values, built on optax.
+
+Integer labels ``[batch]`` and soft labels ``[batch, num_classes]`` (mixup, label smoothing) are both
+accepted where it makes sense: the label array's rank says which.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxvision._suggest import unknown_name_error
+
+Loss = Callable[[jax.Array, jax.Array], jax.Array]
+
+
+def _targets_like(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Integer class labels become one-hot targets shaped like ``logits``; other labels pass through."""
+    if labels.ndim == logits.ndim - 1 and jnp.issubdtype(labels.dtype, jnp.integer):
+        if logits.shape[-1] == 1:  # one output unit: the label itself is the 0/1 target
+            return labels[..., None].astype(logits.dtype)
+        return jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype)
+    return labels.reshape(logits.shape).astype(logits.dtype)
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Softmax cross-entropy.
+
+    Args:
+      logits: [batch, num_classes].
+      labels: [batch] integer classes, or [batch, num_classes] probabilities (soft labels).
+
+    Returns:
+      [batch] float32 losses.
+    """
+    if labels.ndim == logits.ndim - 1:
+        return optax.losses.softmax_cross_entropy_with_integer_labels(logits, labels)
+    return optax.losses.softmax_cross_entropy(logits, labels)
+
+
+def binary_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Sigmoid binary cross-entropy, averaged over outputs.
+
+    Args:
+      logits: [batch, outputs]; with one output, labels are the 0/1 targets.
+      labels: [batch] integers (one-hot encoded when outputs > 1) or [batch, outputs] in [0, 1].
+
+    Returns:
+      [batch] float32 losses.
+    """
+    losses = optax.losses.sigmoid_binary_cross_entropy(logits, _targets_like(logits, labels))
+    return losses.reshape(losses.shape[0], -1).mean(axis=-1)
+
+
+def l2(predictions: jax.Array, labels: jax.Array) -> jax.Array:
+    """Squared error, averaged over outputs; integer labels are one-hot encoded first.
+
+    Returns:
+      [batch] float32 losses: mean over outputs of (prediction - target)^2.
+    """
+    errors = optax.losses.squared_error(predictions, _targets_like(predictions, labels))
+    return errors.reshape(errors.shape[0], -1).mean(axis=-1)
+
+
+def l1(predictions: jax.Array, labels: jax.Array) -> jax.Array:
+    """Absolute error, averaged over outputs; integer labels are one-hot encoded first.
+
+    optax has no absolute-error loss, so this one is written here.
+
+    Returns:
+      [batch] float32 losses: mean over outputs of |prediction - target|.
+    """
+    errors = jnp.abs(predictions - _targets_like(predictions, labels))
+    return errors.reshape(errors.shape[0], -1).mean(axis=-1)
+
+
+LOSSES: dict[str, Loss] = {
+    "cross_entropy": cross_entropy,
+    "binary_cross_entropy": binary_cross_entropy,
+    "l2": l2,
+    "l1": l1,
+}
+
+
+def get_loss(name: str | Loss) -> Loss:
+    """Returns the loss called ``name``; a callable is returned unchanged."""
+    if callable(name):
+        return name
+    if name not in LOSSES:
+        raise unknown_name_error("loss", name, LOSSES)
+    return LOSSES[name]
+
+
+def predicted_classes(logits: jax.Array) -> jax.Array:
+    """Class predictions ``[batch]``: argmax, or ``logit > 0`` for a single output unit."""
+    if logits.shape[-1] == 1:
+        return (logits[..., 0] > 0).astype(jnp.int32)
+    return jnp.argmax(logits, axis=-1)
+
+
+def hard_labels(labels: jax.Array) -> jax.Array:
+    """Integer labels ``[batch]`` from integer or soft ``[batch, classes]`` labels."""
+    return labels if labels.ndim == 1 else jnp.argmax(labels, axis=-1)

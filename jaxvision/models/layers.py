@@ -1,0 +1,56 @@
+"""Layers the models share: dropout whose rate may be traced, and fast non-overlapping pooling."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+class Dropout(nn.Module):
+    """Inverted dropout whose ``rate`` may be a Python float or a traced scalar.
+
+    ``flax.linen.Dropout`` branches on ``rate == 0`` in Python, so it cannot take a rate that is data
+    (a different rate per member of a vmapped population). This one only branches on ``rate`` when it
+    is a Python number. Draws from the ``"dropout"`` RNG stream.
+
+    Attributes:
+      rate: probability of zeroing each element, in [0, 1).
+    """
+
+    rate: float | jax.Array
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+        if not train or (isinstance(self.rate, (int, float)) and self.rate == 0.0):
+            return x
+        keep = 1.0 - jnp.asarray(self.rate, dtype=jnp.float32)
+        mask = jax.random.bernoulli(self.make_rng("dropout"), keep, x.shape)
+        return jnp.where(mask, x / keep.astype(x.dtype), jnp.zeros_like(x))
+
+
+def pool_2d(x: jax.Array, window: int, *, kind: str = "max") -> jax.Array:
+    """Non-overlapping ``window x window`` pooling (stride = window, no padding).
+
+    Written as reshape + reduce rather than ``nn.max_pool``: for non-overlapping windows both compute
+    the same thing, but XLA:CPU lowers the gradient of ``reduce_window`` max to select-and-scatter,
+    which is several times slower than the gradient of a plain ``max`` over a reshaped axis.
+    Trailing rows/columns that do not fill a window are dropped, as with VALID padding.
+
+    Args:
+      x: [batch, height, width, channels].
+      window: window size and stride.
+      kind: "max" or "avg".
+
+    Returns:
+      [batch, height // window, width // window, channels].
+    """
+    batch, height, width, channels = x.shape
+    out_h, out_w = height // window, width // window
+    x = x[:, : out_h * window, : out_w * window, :]
+    x = x.reshape(batch, out_h, window, out_w, window, channels)
+    if kind == "max":
+        return jnp.max(x, axis=(2, 4))
+    if kind == "avg":
+        return jnp.mean(x, axis=(2, 4))
+    raise ValueError(f"Unknown pooling kind {kind!r}: expected 'max' or 'avg'.")
