@@ -83,10 +83,31 @@ def builder(name: str, *, data_dir: str | None = None) -> tfds.core.DatasetBuild
         ) from None
 
 
-def _split_names(info: tfds.core.DatasetInfo, validation_fraction: float) -> dict[str, str]:
+def _as_dataset(dataset_builder: tfds.core.DatasetBuilder, split: str) -> tf.data.Dataset:
+    try:
+        return dataset_builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
+    except AssertionError as error:  # TFDS asserts when the data was never prepared.
+        name = dataset_builder.name
+        raise ValueError(
+            f"Dataset {name!r} is not prepared in {dataset_builder.data_dir}. Point TFDS_DATA_DIR (or --data-dir) "
+            f"at a folder that holds {name}/ (e.g. ../shared/tensorflow_datasets), or run `tfds build {name}` online."
+        ) from error
+
+
+def _num_examples(dataset_builder: tfds.core.DatasetBuilder, split: str) -> int:
+    if dataset_builder.info.splits:
+        return dataset_builder.info.splits[split].num_examples
+    # No split metadata (tfds.testing.mock_data, or data never prepared): ask the data itself.
+    dataset = _as_dataset(dataset_builder, split)
+    cardinality = int(dataset.cardinality())
+    return cardinality if cardinality >= 0 else sum(1 for _ in dataset)
+
+
+def _split_names(dataset_builder: tfds.core.DatasetBuilder, validation_fraction: float) -> dict[str, str]:
     """TFDS split strings for train/validation/test; validation is always carved from train."""
-    num_train_total = info.splits["train"].num_examples
-    if "test" in info.splits:
+    num_train_total = _num_examples(dataset_builder, "train")
+    splits = dataset_builder.info.splits
+    if not splits or "test" in splits:
         test = "test"
     else:
         num_test = int(round(num_train_total * CARVED_TEST_FRACTION))
@@ -117,14 +138,7 @@ def load(
       The dataset and its TFDS info.
     """
     dataset_builder = builder(name, data_dir=data_dir)
-    try:
-        dataset = dataset_builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
-    except AssertionError as error:  # TFDS asserts when the data was never prepared.
-        where = resolve_data_dir(data_dir) or "~/tensorflow_datasets"
-        raise ValueError(
-            f"Dataset {name!r} is not prepared in {where}. Point TFDS_DATA_DIR (or --data-dir) at a folder "
-            f"that holds {name}/ (e.g. ../shared/tensorflow_datasets), or run `tfds build {name}` online."
-        ) from error
+    dataset = _as_dataset(dataset_builder, split)
     if image_size is not None:
         height, width = image_size
         dataset = dataset.map(
@@ -240,8 +254,9 @@ def load_splits(
         raise ValueError(f"Invalid validation_fraction={validation_fraction}: expected a number in (0, 1), e.g. 0.1.")
     if batch_size < 1 or eval_batch_size < 1:
         raise ValueError(f"Invalid batch size {min(batch_size, eval_batch_size)}: expected a positive integer, e.g. 128.")
-    info = builder(name, data_dir=data_dir).info
-    split_names = _split_names(info, validation_fraction)
+    dataset_builder = builder(name, data_dir=data_dir)
+    info = dataset_builder.info
+    split_names = _split_names(dataset_builder, validation_fraction)
     datasets = {key: load(name, split, data_dir=data_dir, image_size=image_size)[0].cache() for key, split in split_names.items()}
     # One pass per split counts it and fills its in-memory cache.
     counts = {key: sum(len(y) for _, y in ds.batch(8192).as_numpy_iterator()) for key, ds in datasets.items()}

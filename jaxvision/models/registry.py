@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
 
 from jaxvision._suggest import unknown_name_error
+from jaxvision.models import resnet
+from jaxvision.models.alexnet import AlexNet
 from jaxvision.models.lenet import LeNet5
 from jaxvision.models.mlp import MLP
 from jaxvision.models.perceptron import Perceptron
 from jaxvision.models.simple_cnn import SimpleCNN
+from jaxvision.models.vgg import VGG
 
 ModelConstructor = Callable[..., nn.Module]
 
@@ -21,6 +25,25 @@ _MODELS: dict[str, ModelConstructor] = {
     "mlp": MLP,
     "lenet5": LeNet5,
     "simple_cnn": SimpleCNN,
+    # AlexNet: torchvision's single-tower layout; the 2012 paper's (LRN, two groups); 32x32 inputs.
+    "alexnet": AlexNet,
+    "alexnet_2012": functools.partial(AlexNet, widths=(96, 256, 384, 384, 256), local_response_norm=True, groups=2),
+    "alexnet_cifar": functools.partial(AlexNet, num_classes=10, small_input=True, hidden_size=1024),
+    # VGG: vgg11_lrn is configuration A-LRN, vgg16_c configuration C (with 1x1 convs). "_bn" adds batch
+    # norm; "_cifar" is the 32x32 head (flatten 1x1x512, dense 512, dense 512, dense classes).
+    "vgg11_lrn": functools.partial(VGG, config="A-LRN"),
+    "vgg16_c": functools.partial(VGG, config="C"),
+    **{
+        f"vgg{depth}{'_bn' if batch_norm else ''}{'_cifar' if cifar else ''}": functools.partial(
+            VGG, config=config, batch_norm=batch_norm,
+            **(dict(num_classes=10, small_input=True, hidden_size=512) if cifar else {}),
+        )
+        for depth, config in ((11, "A"), (13, "B"), (16, "D"), (19, "E"))
+        for batch_norm in (False, True)
+        for cifar in (False, True)
+    },
+    # ResNet: ImageNet (v1.5, projection shortcuts) and CIFAR (6n+2 layers, zero-padding shortcuts).
+    **{f"resnet{depth}": getattr(resnet, f"ResNet{depth}") for depth in (18, 34, 50, 101, 152, 20, 32, 44, 56, 110)},
 }
 
 
@@ -34,6 +57,22 @@ def register_model(name: str, constructor: ModelConstructor) -> None:
 def list_models() -> list[str]:
     """Names of all registered models, sorted."""
     return sorted(_MODELS)
+
+
+def default_num_classes(name: str) -> int:
+    """The number of classes model ``name`` has when none is asked for (1000 for ImageNet models).
+
+    Raises:
+      ValueError: for an unknown name.
+    """
+    if name not in _MODELS:
+        raise unknown_name_error("model", name, _MODELS)
+    constructor = _MODELS[name]
+    keywords = getattr(constructor, "keywords", {})
+    if "num_classes" in keywords:
+        return keywords["num_classes"]
+    model_class = getattr(constructor, "func", constructor)
+    return next(f.default for f in dataclasses.fields(model_class) if f.name == "num_classes")
 
 
 def get_model(name: str, num_classes: int = 10, **overrides: Any) -> nn.Module:

@@ -1,0 +1,203 @@
+"""``jaxvision sweep``: train a population (seeds x hyperparameters) at once, report every member and
+their ensemble, and write the table to JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import jax
+
+from jaxvision.cli import arguments
+from jaxvision.losses import LOSSES
+from jaxvision.optimizers import OPTIMIZERS, SCHEDULES
+from jaxvision.population import STRATEGIES
+
+
+def _float_list(kind):
+    """An argparse type for comma-separated numbers, each checked by ``kind``, e.g. ``1e-3,3e-3``."""
+
+    def parse(text: str) -> list[float]:
+        parts = [p for p in text.split(",") if p.strip()]
+        if not parts:
+            raise argparse.ArgumentTypeError(f"invalid list {text!r}: expected comma-separated numbers, e.g. 1e-3,3e-3,1e-2")
+        return [kind(p.strip()) for p in parts]
+
+    return parse
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "sweep",
+        help="train a population of models (seeds x hyperparameters) at once with vmap",
+        description=(
+            "Train N members that differ by seed and/or learning rate, weight decay and dropout rate as one "
+            "vmapped program; print each member's validation/test results and their ensemble's (mean softmax)."
+        ),
+    )
+    parser.add_argument("--model", default="mlp", help="model name, see jaxvision.list_models() (default: mlp)")
+    parser.add_argument("--dataset", default="digits", help="TFDS name, or digits (default, offline)")
+    parser.add_argument("--seeds", type=arguments.positive_int, default=4, help="number of seeds, 0..N-1 (default: 4)")
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds are first-seed .. first-seed+N-1")
+    parser.add_argument("--learning-rates", type=_float_list(arguments.positive_float), default=None, help="comma-separated, e.g. 1e-3,3e-3,1e-2")
+    parser.add_argument("--weight-decays", type=_float_list(arguments.non_negative_float), default=None, help="comma-separated, e.g. 0,1e-4")
+    parser.add_argument("--dropout-rates", type=_float_list(arguments.dropout_rate), default=None, help="comma-separated, e.g. 0,0.25,0.5")
+    parser.add_argument("--epochs", type=arguments.positive_int, default=5)
+    parser.add_argument("--batch-size", type=arguments.positive_int, default=128)
+    parser.add_argument("--eval-batch-size", type=arguments.positive_int, default=1000)
+    parser.add_argument("--optimizer", choices=OPTIMIZERS, default="adam")
+    parser.add_argument("--learning-rate", type=arguments.positive_float, default=1e-3, help="when --learning-rates is not given")
+    parser.add_argument("--schedule", choices=SCHEDULES, default="warmup_cosine")
+    parser.add_argument("--weight-decay", type=arguments.non_negative_float, default=0.0, help="when --weight-decays is not given")
+    parser.add_argument("--momentum", type=arguments.non_negative_float, default=0.9)
+    parser.add_argument("--loss", choices=sorted(LOSSES), default="cross_entropy")
+    parser.add_argument("--dropout-rate", type=arguments.dropout_rate, default=None, help="overrides the model's dropout rate (when --dropout-rates is not given)")
+    parser.add_argument("--activation", default=None, help="overrides the model's activation")
+    parser.add_argument("--data-dir", default=None, help="TFDS data folder (default: $TFDS_DATA_DIR or ~/tensorflow_datasets)")
+    parser.add_argument("--validation-fraction", type=arguments.open_fraction, default=0.1)
+    parser.add_argument("--patience", type=arguments.positive_int, default=None, help="per-member early-stopping patience in epochs (default: off)")
+    parser.add_argument(
+        "--strategy",
+        choices=(*STRATEGIES, "auto"),
+        default="auto",
+        help="vmap: one batched program; loop: members one after another in one program; auto: vmap off CPU, the faster of the two on CPU (default)",
+    )
+    parser.add_argument(
+        "--compare-sequential",
+        action="store_true",
+        help="also train each member alone with the `jaxvision train` loop, one after another, and report both wall times",
+    )
+    parser.add_argument("--output-dir", default=None, help="where sweep.json goes (default: runs/sweep_<model>_<dataset>)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.set_defaults(func=run)
+
+
+def _format_table(rows: list[dict], varied: list[str]) -> str:
+    columns = ["member", *varied, "best_epoch", "val_accuracy", "test_accuracy"]
+    header = " ".join(f"{c:>14}" for c in columns)
+    lines = [header]
+    for row in rows:
+        cells = []
+        for c in columns:
+            value = row.get(c, "")
+            cells.append(f"{value:>14.4f}" if isinstance(value, float) and c.endswith("accuracy") else f"{value!s:>14}")
+        lines.append(" ".join(cells))
+    return "\n".join(lines)
+
+
+def _sequential_seconds(args, splits, members, make_model, make_optimizer) -> tuple[float, list[float]]:
+    """Wall time of training each member alone with ``fit``, one after another, and their test accuracies."""
+    from jaxvision.fit import fit
+    from jaxvision.population import member_keys
+    from jaxvision.train import create_train_state
+
+    start = time.perf_counter()
+    accuracies = []
+    for member in members:
+        model = make_model(member.dropout_rate)
+        optimizer = make_optimizer(member.learning_rate, member.weight_decay)
+        init_key, train_key, _ = member_keys(member.seed)
+        state = create_train_state(model, splits.meta.image_shape, optimizer, init_key, loss=args.loss)
+        result = fit(state, splits, epochs=args.epochs, key=train_key, patience=args.patience, progress=False)
+        accuracies.append(result.test["accuracy"])
+    return time.perf_counter() - start, accuracies
+
+
+def run(args: argparse.Namespace) -> int:
+    from jaxvision import data, models
+    from jaxvision.ensemble import fit_population
+    from jaxvision.optimizers import make_optimizer
+    from jaxvision.population import create_population, member_grid
+
+    start = time.perf_counter()
+    overrides = {k: v for k, v in (("dropout_rate", args.dropout_rate), ("activation", args.activation)) if v is not None}
+    models.get_model(args.model, **overrides)  # validate names before loading any data
+    if args.dropout_rates is not None:
+        models.get_model(args.model, dropout_rate=args.dropout_rates[0])  # the model must have a dropout_rate field
+    splits = data.load_splits(
+        args.dataset,
+        batch_size=args.batch_size,
+        eval_batch_size=args.eval_batch_size,
+        validation_fraction=args.validation_fraction,
+        seed=args.first_seed,
+        data_dir=args.data_dir,
+    )
+    meta = splits.meta
+    members = member_grid(
+        range(args.first_seed, args.first_seed + args.seeds),
+        learning_rates=args.learning_rates,
+        weight_decays=args.weight_decays,
+        dropout_rates=args.dropout_rates,
+    )
+
+    def make_model(dropout_rate=None):
+        extra = {} if dropout_rate is None else {"dropout_rate": dropout_rate}
+        return models.get_model(args.model, num_classes=meta.num_classes, **{**overrides, **extra})
+
+    def make_member_optimizer(learning_rate=None, weight_decay=None):
+        return make_optimizer(
+            args.optimizer,
+            learning_rate or args.learning_rate,
+            total_steps=args.epochs * splits.steps_per_epoch,
+            schedule=args.schedule,
+            weight_decay=args.weight_decay if weight_decay is None else weight_decay,
+            momentum=args.momentum,
+        )
+
+    population = create_population(make_model(), meta.image_shape, make_member_optimizer(), members, loss=args.loss)
+    print(
+        f"sweep of {len(members)} {args.model} on {meta.name}: {meta.num_train} train / {meta.num_validation} validation / "
+        f"{meta.num_test} test images, {splits.steps_per_epoch} steps per epoch"
+    )
+    fit_start = time.perf_counter()
+    result = fit_population(
+        population, splits, epochs=args.epochs, patience=args.patience, strategy=args.strategy, progress=not args.no_progress
+    )
+    population_seconds = time.perf_counter() - fit_start
+
+    rows = result.table()
+    varied = [name for name in ("seed", "learning_rate", "weight_decay", "dropout_rate") if len({r.get(name) for r in rows}) > 1]
+    print(_format_table(rows, varied))
+    best = rows[result.best_member]
+    print(
+        f"best member on validation: #{result.best_member} (val accuracy {best['val_accuracy']:.4f}, test {best['test_accuracy']:.4f})"
+        f" | ensemble of {len(rows)}: test accuracy {result.test['ensemble_accuracy']:.4f}, loss {result.test['ensemble_loss']:.4f}"
+    )
+    summary = {
+        "model": args.model,
+        "dataset": meta.name,
+        "members": rows,
+        "best_member": result.best_member,
+        "ensemble": {
+            "val_accuracy": result.validation["ensemble_accuracy"],
+            "val_loss": result.validation["ensemble_loss"],
+            "test_accuracy": result.test["ensemble_accuracy"],
+            "test_loss": result.test["ensemble_loss"],
+        },
+        "strategy": result.strategy,
+        "population_seconds": population_seconds,
+        "history": {k: v.tolist() for k, v in result.history.items()},
+        "backend": jax.default_backend(),
+        "arguments": {k: v for k, v in vars(args).items() if k != "func"},
+    }
+    print(f"population ({result.strategy}): {population_seconds:.1f}s for {len(rows)} members x {args.epochs} epochs")
+    if args.compare_sequential:
+        sequential, accuracies = _sequential_seconds(args, splits, members, make_model, make_member_optimizer)
+        summary["sequential_seconds"] = sequential
+        summary["sequential_test_accuracies"] = accuracies
+        summary["sequential_over_population"] = sequential / population_seconds
+        print(
+            f"sequential ({len(rows)} runs of the train loop): {sequential:.1f}s | population is "
+            f"{sequential / population_seconds:.2f}x the speed of the sequential runs"
+        )
+    summary["wall_seconds"] = time.perf_counter() - start
+
+    output_dir = args.output_dir or os.path.join("runs", f"sweep_{args.model}_{meta.name}")
+    os.makedirs(output_dir, exist_ok=True)
+    path = os.path.join(output_dir, "sweep.json")
+    with open(path, "w") as f:
+        json.dump(summary, f, indent=2)
+    print(f"wrote {path}")
+    return 0

@@ -1,0 +1,57 @@
+"""Test-time augmentation: view sets, averaging over views, and mask-aware evaluation."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxvision import Batch, create_train_state, evaluate, get_model, make_optimizer, predict
+from jaxvision.augment import count_views, evaluate_tta, predict_tta, view_matrices
+
+
+@pytest.fixture(scope="module")
+def state():
+    model = get_model("mlp", num_classes=3, hidden_sizes=(8,))
+    return create_train_state(model, (8, 8, 1), make_optimizer("sgd", 0.1), jax.random.key(0))
+
+
+def images(size=5, seed=0):
+    return jax.random.normal(jax.random.key(seed), (size, 8, 8, 1))
+
+
+def test_view_counts_follow_the_ladder_and_specs():
+    assert [count_views(v) for v in (1, 2, 10, 30, 150)] == [1, 2, 10, 30, 150]
+    assert count_views("crops:9,scales:2") == 18
+    assert view_matrices(150, 32, 32).shape == (150, 3, 3)
+    np.testing.assert_array_equal(view_matrices(10, 8, 8)[0], np.eye(3))
+    for bad in (3, "flip,crops:4", "rotate"):
+        with pytest.raises(ValueError, match="Invalid"):
+            count_views(bad)
+
+
+def test_one_view_is_plain_softmax_and_two_views_average_the_mirror(state):
+    x = images()
+    plain = jax.nn.softmax(predict(state, x))
+    np.testing.assert_allclose(predict_tta(state, x, views=1), plain, atol=1e-6)
+    mirrored = jax.nn.softmax(predict(state, x[:, :, ::-1]))
+    probabilities = predict_tta(state, x, views=2)
+    np.testing.assert_allclose(probabilities, (plain + mirrored) / 2, atol=1e-6)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-6)
+
+
+def test_evaluate_tta_with_one_view_matches_evaluate_and_honours_the_mask(state):
+    x, labels = images(6), jnp.array([0, 1, 2, 0, 1, 2])
+    full = [Batch.of(x, labels)]
+    # The same examples with two padding rows of garbage that must not count.
+    padded = Batch(
+        images=jnp.concatenate([x, 100 * jnp.ones((2, 8, 8, 1))]),
+        labels=jnp.concatenate([labels, jnp.array([1, 1])]),
+        mask=jnp.array([1, 1, 1, 1, 1, 1, 0, 0], jnp.float32),
+    )
+    expected = evaluate(state, full)
+    for result in (evaluate_tta(state, full, views=1), evaluate_tta(state, [padded], views=1)):
+        assert result["count"] == 6
+        assert result["accuracy"] == pytest.approx(expected["accuracy"])
+        assert result["loss"] == pytest.approx(expected["loss"], rel=1e-5)
+    many = evaluate_tta(state, [padded], views="crops:5,scales:3")
+    assert many["count"] == 6 and 0 <= many["accuracy"] <= 1 and np.isfinite(many["loss"])

@@ -1,0 +1,59 @@
+"""The command line: error paths (one line, non-zero exit) and a short real run."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from jaxvision.cli.main import main
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--model", "nosuch"], "Unknown model 'nosuch'"),
+        (["train", "--model", "lenet"], "Did you mean 'lenet5'"),
+        (["train", "--dataset", "mnsit"], "Did you mean 'mnist'"),
+        (["train", "--learning-rate", "-1"], "expected a positive number"),
+        (["train", "--batch-size", "0"], "expected a positive integer"),
+        (["train", "--validation-fraction", "1.5"], "expected a number in (0, 1)"),
+        (["train", "--validation-fraction", "0"], "expected a number in (0, 1)"),
+        (["train", "--dropout-rate", "1"], "expected a number in [0, 1)"),
+        (["train", "--optimizer", "adm"], "invalid choice"),
+    ],
+)
+def test_invalid_values_exit_non_zero_with_one_line(argv, message, capsys):
+    assert run_cli(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert len(err.strip().splitlines()) == 1, err
+
+
+def run_cli(argv):
+    """The exit status of ``jaxvision ARGV``, whether argparse exits or ``main`` returns."""
+    try:
+        return main(argv)
+    except SystemExit as exit_:
+        return exit_.code
+
+
+def test_console_script_reports_unknown_model_without_traceback():
+    result = subprocess.run(
+        [sys.executable, "-m", "jaxvision.cli.main", "train", "--model", "nosuch"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if "error" in line]
+    assert lines == [f"jaxvision train: error: {lines[0].split('error: ', 1)[1]}"] and "Traceback" not in result.stderr
+
+
+def test_train_writes_history_and_metrics(tmp_path, capsys):
+    status = main(["train", "--epochs", "2", "--no-progress", "--output-dir", str(tmp_path), "--patience", "5"])
+    assert status == 0
+    history = json.loads((tmp_path / "history.json").read_text())
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert len(history["val_loss"]) == 2 and len(history["train_accuracy"]) == 2
+    assert metrics["test_examples"] == 360 and 0 <= metrics["test_accuracy"] <= 1
+    assert os.path.isfile(tmp_path / "history.png")
+    assert f"test accuracy: {metrics['test_accuracy']:.4f}" in capsys.readouterr().out
