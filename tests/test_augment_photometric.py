@@ -1,7 +1,6 @@
 """Photometric ops against tf.image, plus the ops tf.image does not have."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 import tensorflow as tf

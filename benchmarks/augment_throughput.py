@@ -1,0 +1,85 @@
+"""Throughput of the fused on-device augmentation pipeline, beside the train step it runs in.
+
+Times, on one batch (default 256 images of 32x32x3), each jitted and synced with block_until_ready:
+  augment:            the pipeline alone, ``pipeline(key, batch)``;
+  train step:         ``train_step`` without augmentation;
+  train step + aug:   ``train_step`` with the pipeline inside it.
+Each is warmed up (compiled) first, then repeated; the median is reported with min and max.
+
+  python benchmarks/augment_throughput.py
+  python benchmarks/augment_throughput.py --augment flip,crop:4 --model simple_cnn --repeats 50
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import jax
+import numpy as np
+
+from jaxvision import augment, models
+from jaxvision.optimizers import make_optimizer
+from jaxvision.train import Batch, create_train_state, train_step
+
+
+def _time(function, repeats: int, warmup: int) -> list[float]:
+    for _ in range(warmup):
+        jax.block_until_ready(function())
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(function())
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def _report(name: str, seconds: list[float], images: int) -> float:
+    median = statistics.median(seconds)
+    print(
+        f"{name:<36} median {median * 1e3:8.2f} ms (min {min(seconds) * 1e3:.2f}, max {max(seconds) * 1e3:.2f})"
+        f"  {images / median:>12,.0f} images/s"
+    )
+    return median
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--augment", default="flip,crop:4,rotate:15,shear:10,jitter:0.2", help="pipeline spec")
+    parser.add_argument("--model", default="lenet5")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--image-shape", default="32,32,3")
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=3)
+    args = parser.parse_args()
+
+    shape = tuple(int(d) for d in args.image_shape.split(","))
+    rng = np.random.default_rng(0)
+    batch = Batch.of(rng.standard_normal((args.batch_size, *shape), np.float32), rng.integers(0, 10, args.batch_size))
+    # Photometric ops run in pixel units: pass a normalisation, as training on a real dataset would.
+    pipeline = augment.parse_augment_spec(args.augment, num_classes=10, mean=[0.5] * shape[-1], std=[0.25] * shape[-1])
+    key = jax.random.key(0)
+    print(f"{jax.default_backend()} ({jax.device_count()} device), batch {args.batch_size} x {shape}, spec {pipeline.spec!r}")
+
+    augment_jitted = jax.jit(pipeline)
+    seconds = _time(lambda: augment_jitted(key, batch).images, args.repeats, args.warmup)
+    augment_median = _report("augment (fused pipeline)", seconds, args.batch_size)
+
+    model = models.get_model(args.model, num_classes=10)
+    optimizer = make_optimizer("adam", 1e-3)
+    results = {}
+    for name, augment_fn in (("train step, no augmentation", None), ("train step + augmentation", pipeline)):
+        state = create_train_state(model, shape, optimizer, key, augment=augment_fn)
+        # The same state every call: the timing is of one step, not of a changing run.
+        seconds = _time(lambda: train_step(state, batch, key)[1]["loss"], args.repeats, args.warmup)
+        results[name] = _report(f"{name} ({args.model})", seconds, args.batch_size)
+    step = results["train step, no augmentation"]
+    print(
+        f"augmentation costs {augment_median / step:.2f}x a {args.model} step alone; inside the step it adds "
+        f"{(results['train step + augmentation'] - step) * 1e3:.2f} ms"
+    )
+
+
+if __name__ == "__main__":
+    main()
