@@ -110,3 +110,24 @@ def test_real_mnist_splits(mnist_dir):
     meta = splits.meta
     assert (meta.num_train, meta.num_validation, meta.num_test) == (54_000, 6_000, 10_000)
     assert meta.mean[0] == pytest.approx(0.1307, abs=1e-3) and meta.std[0] == pytest.approx(0.3081, abs=1e-3)
+
+
+def test_a_folder_of_the_users_own_images_is_a_dataset(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, per_class in (("train", 10), ("test", 3)):
+        for class_name, brightness in (("cats", 40), ("dogs", 200)):
+            folder = tmp_path / split / class_name
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                pixels = np.clip(rng.normal(brightness, 10, (12, 10, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+    splits = data.load_splits(str(tmp_path), batch_size=4, eval_batch_size=4, validation_fraction=0.2)
+    meta = splits.meta
+    assert (meta.num_train, meta.num_validation, meta.num_test) == (16, 4, 6)
+    assert meta.image_shape == (12, 10, 3) and meta.class_names == ("cats", "dogs")
+    assert sum(float(b.mask.sum()) for b in splits.eval_batches("test")) == 6
+    images, labels = splits.arrays("test")
+    # dark images are "cats" (label 0), bright ones "dogs" (label 1), whatever the file order.
+    assert np.all((images.mean(axis=(1, 2, 3)) > 0) == (labels == 1))

@@ -1,13 +1,15 @@
 """TFDS input pipelines: train/validation/test splits, normalisation, shuffling, batching, prefetch.
 
 Any TFDS image-classification dataset works by its catalog name (mnist, fashion_mnist, cifar10,
-cifar100, eurosat, ...), plus ``digits``, scikit-learn's bundled 8x8 digits, the offline default.
+cifar100, eurosat, ...), plus ``digits``, scikit-learn's bundled 8x8 digits, the offline default, and
+a folder of the user's own images laid out as ``root/<split>/<class name>/<image>`` (TFDS ImageFolder).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -65,6 +67,8 @@ def builder(name: str, *, data_dir: str | None = None) -> tfds.core.DatasetBuild
     Raises:
       ValueError: for an unknown dataset name, or a dataset that is not prepared in the data dir.
     """
+    if os.path.isdir(name):
+        return tfds.folder_dataset.ImageFolder(name)
     data_dir = resolve_data_dir(data_dir)
     if name == _DIGITS_NAME:
         dataset_builder = tfds.builder(name, data_dir=_digits_data_dir(data_dir))
@@ -83,7 +87,22 @@ def builder(name: str, *, data_dir: str | None = None) -> tfds.core.DatasetBuild
         ) from None
 
 
+def _sliced_folder_split(folder: tfds.folder_dataset.ImageFolder, split: str) -> tf.data.Dataset:
+    # ImageFolder has no TFDS sub-split API, so the "train[a:b]" strings this module builds are
+    # applied here with skip/take, in the order TFDS gives (a fixed, deterministic shuffle of the files).
+    match = re.fullmatch(r"(\w+)(?:\[(\d*):(\d*)\])?", split)
+    if match is None:
+        raise ValueError(f"Unsupported split {split!r} for an image folder: expected 'name' or 'name[start:stop]'.")
+    name, start, stop = match.groups()
+    dataset = folder.as_dataset(split=name, as_supervised=True, shuffle_files=False)
+    start = int(start or 0)
+    dataset = dataset.skip(start)
+    return dataset.take(int(stop) - start) if stop else dataset
+
+
 def _as_dataset(dataset_builder: tfds.core.DatasetBuilder, split: str) -> tf.data.Dataset:
+    if isinstance(dataset_builder, tfds.folder_dataset.ImageFolder):
+        return _sliced_folder_split(dataset_builder, split)
     try:
         return dataset_builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
     except AssertionError as error:  # TFDS asserts when the data was never prepared.
@@ -123,14 +142,21 @@ def _split_names(dataset_builder: tfds.core.DatasetBuilder, validation_fraction:
     return {"train": f"train[:{cut}]", "validation": f"train[{cut}:{num_train_total}]", "test": test}
 
 
+def _first_image_size(dataset: tf.data.Dataset) -> tuple[int, int]:
+    for image, _ in dataset.take(1):
+        return int(image.shape[0]), int(image.shape[1])
+    raise ValueError("The dataset has no images; an image folder needs root/<split>/<class>/<image files>.")
+
+
 def load(
     name: str, split: str, *, data_dir: str | None = None, image_size: Sequence[int] | None = None
 ) -> tuple[tf.data.Dataset, tfds.core.DatasetInfo]:
     """Raw ``(image uint8 [h, w, c], label int64)`` examples of one TFDS split, in file order.
 
     Args:
-      name: TFDS catalog name, or "digits".
-      split: any TFDS split string, e.g. "train", "train[:90%]", "test".
+      name: TFDS catalog name, "digits", or the path of an image folder (``root/<split>/<class>/<file>``).
+      split: any TFDS split string, e.g. "train", "train[:90%]", "test" (image folders: "train" or
+        "train[start:stop]").
       data_dir: where TFDS finds prepared data; defaults to $TFDS_DATA_DIR.
       image_size: (height, width) to resize to, for datasets whose images vary in size.
 
@@ -139,6 +165,8 @@ def load(
     """
     dataset_builder = builder(name, data_dir=data_dir)
     dataset = _as_dataset(dataset_builder, split)
+    if image_size is None and None in dataset.element_spec[0].shape:
+        image_size = _first_image_size(dataset)  # image folders decode to [None, None, 3]
     if image_size is not None:
         height, width = image_size
         dataset = dataset.map(
@@ -235,7 +263,8 @@ def load_splits(
     """Loads a dataset's train/validation/test splits, ready to iterate.
 
     Args:
-      name: TFDS catalog name or "digits".
+      name: TFDS catalog name, "digits", or an image folder's path (``root/<split>/<class>/<file>``;
+        without ``image_size`` every image is resized to the first one's size).
       batch_size: training batch size; one at least the training set's size is full-batch gradient
         descent, 1 is single-example SGD.
       eval_batch_size: batch size of validation and test evaluation.
@@ -257,6 +286,8 @@ def load_splits(
     dataset_builder = builder(name, data_dir=data_dir)
     info = dataset_builder.info
     split_names = _split_names(dataset_builder, validation_fraction)
+    if image_size is None and os.path.isdir(name):
+        image_size = _first_image_size(load(name, "train")[0])  # one size for all splits
     datasets = {key: load(name, split, data_dir=data_dir, image_size=image_size)[0].cache() for key, split in split_names.items()}
     # One pass per split counts it and fills its in-memory cache.
     counts = {key: sum(len(y) for _, y in ds.batch(8192).as_numpy_iterator()) for key, ds in datasets.items()}
