@@ -82,13 +82,14 @@ def test_crop_in_a_pipeline_equals_pad_and_crop():
 
 def test_photometric_ops_run_in_pixel_units_given_mean_and_std():
     mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+    mean_array, std_array = jnp.asarray(mean).reshape(1, 1, 1, 3), jnp.asarray(std).reshape(1, 1, 1, 3)
     pixels = batch().images
-    normalised = (pixels - jnp.asarray(mean)) / jnp.asarray(std)
+    normalised = (pixels - mean_array) / std_array
     key = jax.random.key(0)
     with_stats = parse_augment_spec("hue:0.3,saturation:0.5", mean=mean, std=std)
     raw = parse_augment_spec("hue:0.3,saturation:0.5")
     out = jax.jit(with_stats.augment_images)(key, normalised)
-    expected = (jax.jit(raw.augment_images)(key, pixels) - jnp.asarray(mean)) / jnp.asarray(std)
+    expected = (jax.jit(raw.augment_images)(key, pixels) - mean_array) / std_array
     np.testing.assert_allclose(out, expected, atol=1e-4)
 
 

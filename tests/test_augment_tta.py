@@ -24,7 +24,9 @@ def test_view_counts_follow_the_ladder_and_specs():
     assert count_views("crops:9,scales:2") == 18
     assert view_matrices(150, 32, 32).shape == (150, 3, 3)
     np.testing.assert_array_equal(view_matrices(10, 8, 8)[0], np.eye(3))
-    for bad in (3, "flip,crops:4", "rotate"):
+    np.testing.assert_array_equal(view_matrices("crops:5,shift:3", 8, 8)[1], [[1, 0, -3], [0, 1, -3], [0, 0, 1]])
+    assert count_views("10") == 10  # as a command line passes it
+    for bad in (3, "flip,crops:4", "rotate", "shift:0"):
         with pytest.raises(ValueError, match="Invalid"):
             count_views(bad)
 

@@ -57,3 +57,18 @@ def test_train_writes_history_and_metrics(tmp_path, capsys):
     assert metrics["test_examples"] == 360 and 0 <= metrics["test_accuracy"] <= 1
     assert os.path.isfile(tmp_path / "history.png")
     assert f"test accuracy: {metrics['test_accuracy']:.4f}" in capsys.readouterr().out
+
+
+def test_train_with_augmentation_and_tta_reports_both(tmp_path, capsys):
+    status = main(["train", "--epochs", "1", "--no-progress", "--output-dir", str(tmp_path), "--augment", "rotate:10,translate:0.1", "--tta", "crops:5"])
+    assert status == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["augment"].startswith("rotate:10") and 0 <= metrics["tta_test_accuracy"] <= 1
+    assert "test-time augmentation (crops:5)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [(["--augment", "rotat:10"], "Did you mean 'rotate'"), (["--augment", "rotate:400"], "Invalid magnitude for rotate")])
+def test_bad_augmentation_specs_are_one_line_errors(argv, message, capsys):
+    assert run_cli(["train", *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1

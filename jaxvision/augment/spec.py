@@ -241,8 +241,8 @@ class AugmentPipeline:
         if self.mean is not None:
             if len(self.mean) != channels:
                 raise ValueError(f"mean has {len(self.mean)} channels but the images have {channels}.")
-            mean = jnp.asarray(self.mean, image.dtype)
-            std = jnp.asarray(self.std, image.dtype)
+            mean = jnp.asarray(self.mean, image.dtype).reshape(1, 1, channels)
+            std = jnp.asarray(self.std, image.dtype).reshape(1, 1, channels)
             image = image * std + mean
         for (name, magnitude), op_key in run:
             image = OPS[name].apply(op_key, image, magnitude)

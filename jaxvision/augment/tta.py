@@ -7,8 +7,8 @@ jitted program, whatever its size. ``views`` names a set:
   150 crops" of GoogLeNet-style evaluation);
   or a spec ``"flip,crops:5,scales:3"``: ``flip`` doubles the views with mirrors; ``crops:k``
   (k in 1, 5, 9, 25) shifts the image to the centre, 4 corners, or a 3x3 / 5x5 grid of offsets up
-  to ``max(1, round(size / 8))`` pixels (4 on 32x32: the offsets of pad-4 crops); ``scales:k``
-  zooms by k factors evenly spaced in [0.9, 1.1]. Shifted-in pixels are 0 (the dataset mean) unless
+  to ``shift:p`` pixels (default ``max(1, round(size / 16))``, 2 on 28x28 and 32x32; ``shift:4`` on
+  32x32 gives the offsets of pad-4 crops); ``scales:k`` zooms by k factors evenly spaced in [0.9, 1.1]. Shifted-in pixels are 0 (the dataset mean) unless
 ``mode`` says otherwise.
 Mirrors assume mirror-symmetric classes: leave ``flip`` out for digits and text.
 """
@@ -37,14 +37,14 @@ def _crop_offsets(count: int) -> list[tuple[float, float]]:
     return list(itertools.product(_CROP_GRIDS[count], repeat=2))
 
 
-def _parse_views(views: int | str) -> tuple[bool, int, int]:
-    """(flip, crops, scales) of a view set; raises ValueError with the accepted forms."""
+def _parse_views(views: int | str) -> tuple[bool, int, int, int | None]:
+    """(flip, crops, scales, shift or None) of a view set; raises ValueError with the accepted forms."""
     if isinstance(views, str) and views.strip().isdigit():  # "--tta 10" from a command line
         views = int(views)
     text = _LADDER.get(views) if isinstance(views, int) else views
     if text is None:
         raise ValueError(f"Invalid views={views!r}: expected one of {', '.join(map(str, _LADDER))} or a spec like 'flip,crops:5,scales:3'.")
-    flip, crops, scales = False, 1, 1
+    flip, crops, scales, shift = False, 1, 1, None
     for item in str(text).split(","):
         name, _, value = item.strip().partition(":")
         if name == "flip" and not value:
@@ -53,12 +53,14 @@ def _parse_views(views: int | str) -> tuple[bool, int, int]:
             crops = int(value)
         elif name == "scales" and value.isdigit() and int(value) >= 1:
             scales = int(value)
+        elif name == "shift" and value.isdigit() and int(value) >= 1:
+            shift = int(value)
         else:
             raise ValueError(
                 f"Invalid test-time view {item.strip()!r} in views={views!r}: expected flip, crops:K (K in "
-                f"{', '.join(map(str, _CROP_GRIDS))}) or scales:K (K >= 1), e.g. 'flip,crops:5'."
+                f"{', '.join(map(str, _CROP_GRIDS))}), scales:K (K >= 1) or shift:PIXELS, e.g. 'flip,crops:5'."
             )
-    return flip, crops, scales
+    return flip, crops, scales, shift
 
 
 def _check_mode(mode: str) -> None:
@@ -68,7 +70,7 @@ def _check_mode(mode: str) -> None:
 
 def count_views(views: int | str) -> int:
     """How many views a view set has, e.g. 150 for ``"flip,crops:25,scales:3"``."""
-    flip, crops, scales = _parse_views(views)
+    flip, crops, scales, _ = _parse_views(views)
     return (2 if flip else 1) * crops * scales
 
 
@@ -78,8 +80,8 @@ def view_matrices(views: int | str, height: int, width: int) -> np.ndarray:
 
     The first matrix is always the identity, so ``views=1`` is plain prediction.
     """
-    flip, crops, scales = _parse_views(views)
-    shift = max(1, round(min(height, width) / 8))
+    flip, crops, scales, shift = _parse_views(views)
+    shift = shift or max(1, round(min(height, width) / 16))
     factors = [1.0] if scales == 1 else list(np.linspace(0.9, 1.1, scales))
     factors.sort(key=lambda f: abs(f - 1.0))  # identity first
     center_x, center_y = (width - 1) / 2.0, (height - 1) / 2.0

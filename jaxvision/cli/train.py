@@ -38,12 +38,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--validation-fraction", type=arguments.open_fraction, default=0.1)
     parser.add_argument("--patience", type=arguments.positive_int, default=None, help="early-stopping patience in epochs (default: off)")
     parser.add_argument("--output-dir", default=None, help="where history.json and metrics.json go (default: runs/<model>_<dataset>)")
+    parser.add_argument(
+        "--augment",
+        default=None,
+        metavar="SPEC",
+        help="on-device augmentation, e.g. flip,crop:4,rotate:15 (see `jaxvision augment-preview --help` for the ops)",
+    )
+    parser.add_argument(
+        "--tta", default=None, metavar="VIEWS", help="also report test accuracy with test-time augmentation: 2, 10, 30, 150 or e.g. flip,crops:5"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from jaxvision import data, models, visualize
+    from jaxvision import augment, data, models, visualize
     from jaxvision.checkpoint import save_checkpoint
     from jaxvision.fit import fit
     from jaxvision.optimizers import make_optimizer
@@ -51,7 +60,12 @@ def run(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     overrides = {k: v for k, v in (("dropout_rate", args.dropout_rate), ("activation", args.activation)) if v is not None}
-    models.get_model(args.model, **overrides)  # validate names before loading any data
+    # Validate names and specs before loading any data.
+    models.get_model(args.model, **overrides)
+    if args.augment:
+        augment.parse_augment_spec(args.augment, num_classes=2)
+    if args.tta:
+        augment.count_views(args.tta)
     splits = data.load_splits(
         args.dataset,
         batch_size=args.batch_size,
@@ -71,15 +85,24 @@ def run(args: argparse.Namespace) -> int:
         momentum=args.momentum,
     )
     init_key, train_key = jax.random.split(jax.random.key(args.seed))
-    state = create_train_state(model, meta.image_shape, optimizer, init_key, loss=args.loss)
+    pipeline = (
+        augment.parse_augment_spec(args.augment, num_classes=meta.num_classes, mean=meta.mean, std=meta.std)
+        if args.augment
+        else None
+    )
+    state = create_train_state(model, meta.image_shape, optimizer, init_key, loss=args.loss, augment=pipeline)
     print(
         f"{args.model} on {meta.name}: {meta.num_train} train / {meta.num_validation} validation / {meta.num_test} test "
         f"images {meta.image_shape}, {meta.num_classes} classes, {splits.steps_per_epoch} steps per epoch"
     )
     result = fit(state, splits, epochs=args.epochs, key=train_key, patience=args.patience, progress=not args.no_progress)
+    tta = None
+    if args.tta:
+        mode = pipeline.fill_mode if pipeline is not None else "constant"
+        tta = augment.evaluate_tta(result.state, splits.eval_batches("test"), views=args.tta, mode=mode)
     seconds = time.perf_counter() - start
 
-    output_dir = args.output_dir or os.path.join("runs", f"{args.model}_{meta.name}")
+    output_dir = args.output_dir or os.path.join("runs", f"{args.model}_{os.path.basename(os.path.normpath(meta.name))}")
     os.makedirs(output_dir, exist_ok=True)
     metrics = {
         "model": args.model,
@@ -91,6 +114,8 @@ def run(args: argparse.Namespace) -> int:
         "epochs_run": len(result.history["train_loss"]),
         "stopped_early": result.stopped_early,
         "train_images_per_second": result.train_images_per_second,
+        "augment": pipeline.spec if pipeline is not None else None,
+        "tta_test_accuracy": tta["accuracy"] if tta else None,
         "wall_seconds": seconds,
         "backend": jax.default_backend(),
         "arguments": {k: v for k, v in vars(args).items() if k != "func"},
@@ -101,6 +126,8 @@ def run(args: argparse.Namespace) -> int:
         json.dump(metrics, f, indent=2)
     visualize.plot_history(result.history, os.path.join(output_dir, "history.png"))
     save_checkpoint(os.path.join(output_dir, "checkpoint"), result.state)
+    if tta:
+        print(f"test accuracy with test-time augmentation ({args.tta}): {tta['accuracy']:.4f}")
     print(
         f"test accuracy: {result.test['accuracy']:.4f} ({int(result.test['count'])} images), test loss {result.test['loss']:.4f}"
         f" | trained at {result.train_images_per_second:,.0f} images/s | {seconds:.1f}s in all | wrote {output_dir}"
