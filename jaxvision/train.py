@@ -127,6 +127,8 @@ def loss_and_updates(
     else:
         logits = state.apply_fn(variables, batch.images, train=True, rngs={"dropout": dropout_key})
         batch_stats = state.batch_stats
+    # Models may compute in bf16; the loss and its gradient's start are always float32.
+    logits = logits.astype(jnp.float32)
     loss = _masked_mean(state.loss_fn(logits, batch.labels), batch.mask)
     return loss, (logits, batch_stats)
 
@@ -166,7 +168,7 @@ Returns:
 
 def eval_step_unjitted(state: TrainState, batch: Batch) -> Metrics:
     """Sums over the real (mask = 1) examples of a batch: loss, correct predictions and count."""
-    logits = state.apply_fn(state.variables, batch.images, train=False)
+    logits = state.apply_fn(state.variables, batch.images, train=False).astype(jnp.float32)
     losses = state.loss_fn(logits, batch.labels)
     correct = predicted_classes(logits) == hard_labels(batch.labels)
     return {

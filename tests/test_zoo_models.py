@@ -13,7 +13,13 @@ from jaxvision.models import AlexNet, ResNet, VGG, get_model, list_models
 from jaxvision.models.resnet import cifar_resnet
 from jaxvision.train import Batch, TrainState, create_train_state, train_step, train_step_unjitted
 
-jax.config.update("jax_numpy_rank_promotion", "raise")
+
+
+@pytest.fixture(autouse=True)
+def _strict_rank_promotion():
+    """Implicit rank promotion (broadcasting [n] against [n, 1]) is an error in these tests."""
+    with jax.numpy_rank_promotion("raise"):
+        yield
 
 ZOO = [name for name in list_models() if name.startswith(("alexnet", "vgg", "resnet"))]
 CIFAR = {"alexnet_cifar", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110"} | {

@@ -23,6 +23,12 @@ F = torch.nn.functional
 torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True)
+def _strict_rank_promotion():
+    with jax.numpy_rank_promotion("raise"):
+        yield
+
+
 def _numpy_variables(model, input_shape, seed=0):
     """Random variables of the model's shapes drawn by NumPy: He-scaled kernels, random biases and
     non-trivial batch-norm scales, shifts, means and variances."""

@@ -20,6 +20,23 @@ from jaxvision.models.vgg import VGG
 
 ModelConstructor = Callable[..., nn.Module]
 
+
+def _vgg_variants() -> dict[str, ModelConstructor]:
+    """vgg11/13/16/19 (configurations A, B, D, E), each also with batch norm ("_bn"), with the 32x32
+    head ("_cifar": flatten 1x1x512, dense 512, dense 512, dense classes) and both ("_bn_cifar");
+    plus vgg11_lrn (configuration A-LRN) and vgg16_c (configuration C, with 1x1 convolutions)."""
+    variants: dict[str, ModelConstructor] = {
+        "vgg11_lrn": functools.partial(VGG, config="A-LRN"),
+        "vgg16_c": functools.partial(VGG, config="C"),
+    }
+    cifar = dict(num_classes=10, small_input=True, hidden_size=512)
+    for depth, config in ((11, "A"), (13, "B"), (16, "D"), (19, "E")):
+        for suffix, batch_norm in (("", False), ("_bn", True)):
+            variants[f"vgg{depth}{suffix}"] = functools.partial(VGG, config=config, batch_norm=batch_norm)
+            variants[f"vgg{depth}{suffix}_cifar"] = functools.partial(VGG, config=config, batch_norm=batch_norm, **cifar)
+    return variants
+
+
 _MODELS: dict[str, ModelConstructor] = {
     "perceptron": Perceptron,
     "mlp": MLP,
@@ -29,20 +46,8 @@ _MODELS: dict[str, ModelConstructor] = {
     "alexnet": AlexNet,
     "alexnet_2012": functools.partial(AlexNet, widths=(96, 256, 384, 384, 256), local_response_norm=True, groups=2),
     "alexnet_cifar": functools.partial(AlexNet, num_classes=10, small_input=True, hidden_size=1024),
-    # VGG: vgg11_lrn is configuration A-LRN, vgg16_c configuration C (with 1x1 convs). "_bn" adds batch
-    # norm; "_cifar" is the 32x32 head (flatten 1x1x512, dense 512, dense 512, dense classes).
-    "vgg11_lrn": functools.partial(VGG, config="A-LRN"),
-    "vgg16_c": functools.partial(VGG, config="C"),
-    **{
-        f"vgg{depth}{'_bn' if batch_norm else ''}{'_cifar' if cifar else ''}": functools.partial(
-            VGG, config=config, batch_norm=batch_norm,
-            **(dict(num_classes=10, small_input=True, hidden_size=512) if cifar else {}),
-        )
-        for depth, config in ((11, "A"), (13, "B"), (16, "D"), (19, "E"))
-        for batch_norm in (False, True)
-        for cifar in (False, True)
-    },
-    # ResNet: ImageNet (v1.5, projection shortcuts) and CIFAR (6n+2 layers, zero-padding shortcuts).
+    **_vgg_variants(),
+    # ResNet: ImageNet 18-152 (v1.5, projection shortcuts); CIFAR 20-110 (6n+2 layers, zero-padding shortcuts).
     **{f"resnet{depth}": getattr(resnet, f"ResNet{depth}") for depth in (18, 34, 50, 101, 152, 20, 32, 44, 56, 110)},
 }
 

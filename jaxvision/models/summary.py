@@ -155,22 +155,27 @@ def summary(
     paths = {path for path, *_ in calls}
     parents = {path[:i] for path in paths for i in range(len(path))}
     params = variables.get("params", {})
-    rows = tuple(
-        LayerSummary(
-            name="/".join(path),
-            kind=type(module).__name__,
-            output_shape=tuple(output.shape) if hasattr(output, "shape") else (),
-            parameters=_count(_subtree(params, path)),
-            flops=_layer_flops(module, inputs, output),
+    rows: list[LayerSummary] = []
+    seen: set[tuple[str, ...]] = set()
+    for path, module, inputs, output in calls:
+        if path in parents:
+            continue
+        rows.append(
+            LayerSummary(
+                name="/".join(path),
+                kind=type(module).__name__,
+                output_shape=tuple(output.shape) if hasattr(output, "shape") else (),
+                # A module called twice (weight sharing) owns its parameters once.
+                parameters=0 if path in seen else _count(_subtree(params, path)),
+                flops=_layer_flops(module, inputs, output),
+            )
         )
-        for path, module, inputs, output in calls
-        if path not in parents
-    )
+        seen.add(path)
     return ModelSummary(
         model_name=type(model).__name__,
         input_shape=(batch_size, *input_shape),
         output_shape=tuple(logits.shape),
-        layers=rows,
+        layers=tuple(rows),
         total_parameters=_count(params),
         total_flops=sum(row.flops for row in rows),
         non_trainable={name: _count(tree) for name, tree in variables.items() if name != "params"},
