@@ -1,7 +1,7 @@
 """jaxvision: functional deep learning for computer vision in JAX, Flax linen and optax.
 
-``jaxvision.data`` (tensorflow-datasets input pipelines) imports TensorFlow, so it is loaded on first
-use rather than here.
+``jaxvision.data`` (tensorflow-datasets input pipelines) imports TensorFlow, so it and
+``jaxvision.augment`` are loaded on first use rather than here.
 """
 
 import importlib
@@ -23,6 +23,7 @@ __all__ = [
     "Batch",
     "FitResult",
     "TrainState",
+    "augment",
     "binary_cross_entropy",
     "create_train_state",
     "cross_entropy",
@@ -45,6 +46,6 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    if name == "data":
-        return importlib.import_module("jaxvision.data")
+    if name in ("data", "augment"):
+        return importlib.import_module(f"jaxvision.{name}")
     raise AttributeError(f"module 'jaxvision' has no attribute {name!r}")
