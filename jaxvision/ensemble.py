@@ -27,10 +27,12 @@ from jaxvision.population import (
     _population_train_step,
     epoch_order,
     gather_member_batches,
-    map_members,
     member_keys,
+    member_train_step,
+    stack_states,
+    unstack_states,
 )
-from jaxvision.train import Batch, TrainState
+from jaxvision.train import Batch, Metrics, TrainState
 
 # How many steps "auto" times each strategy for, after one warm-up step.
 _AUTO_TIMING_STEPS = 3
@@ -90,23 +92,19 @@ class PopulationResult:
 
 
 def _member_eval_sums(state: TrainState, batch: Batch) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(loss sum, correct count, [batch, classes] probabilities) of one member over a batch's real examples."""
     logits = state.apply_fn(state.variables, batch.images, train=False)
     losses = state.loss_fn(logits, batch.labels)
     correct = predicted_classes(logits) == hard_labels(batch.labels)
     return jnp.sum(losses * batch.mask), jnp.sum(correct * batch.mask), jax.nn.softmax(logits)
 
 
-@functools.partial(jax.jit, static_argnames="strategy")
-def population_eval_step(population: Population, batch: Batch, strategy: str = "vmap") -> dict[str, jax.Array]:
-    """Sums over the real examples of a batch, per member and for the ensemble.
+_member_eval = jax.jit(_member_eval_sums)
+_members_eval = jax.jit(jax.vmap(_member_eval_sums, in_axes=(0, None)))
 
-    The ensemble predicts the mean of its members' softmax probabilities; its loss is the negative log
-    of that mean at the true class (integer labels) or the cross-entropy to soft labels.
 
-    Returns:
-      {"loss_sum": [N], "correct": [N], "ensemble_loss_sum", "ensemble_correct", "count"}.
-    """
-    loss_sum, correct, probabilities = map_members(lambda s: _member_eval_sums(s, batch), population.state, strategy=strategy)
+@jax.jit
+def _combine_eval(loss_sum: jax.Array, correct: jax.Array, probabilities: jax.Array, batch: Batch) -> dict[str, jax.Array]:
     mean_probabilities = jnp.mean(probabilities, axis=0)
     labels = batch.labels
     targets = labels if labels.ndim == 2 else jax.nn.one_hot(labels, mean_probabilities.shape[-1])
@@ -121,15 +119,39 @@ def population_eval_step(population: Population, batch: Batch, strategy: str = "
     }
 
 
+def population_eval_step(population: Population, batch: Batch) -> dict[str, jax.Array]:
+    """Sums over the real examples of a batch, per member and for the ensemble (all members vmapped).
+
+    The ensemble predicts the mean of its members' softmax probabilities; its loss is the negative log
+    of that mean at the true class (integer labels) or the cross-entropy to soft labels.
+
+    Returns:
+      {"loss_sum": [N], "correct": [N], "ensemble_loss_sum", "ensemble_correct", "count"}.
+    """
+    return _combine_eval(*_members_eval(population.state, batch), batch)
+
+
 def evaluate_population(population: Population, batches: Iterable[Batch], *, strategy: str = "vmap") -> dict[str, Any]:
     """Mean loss and accuracy of every member and of the ensemble over every real example of ``batches``.
+
+    Args:
+      population: the members to evaluate.
+      batches: e.g. ``data.eval_batches("test")``.
+      strategy: "vmap" evaluates all members as one program, "loop" one member at a time.
 
     Returns:
       {"loss": [N], "accuracy": [N], "ensemble_loss", "ensemble_accuracy", "count"} (NumPy / floats).
     """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"Unknown strategy {strategy!r}: expected one of {', '.join(STRATEGIES)}.")
+    states = unstack_states(population.state, population.size) if strategy == "loop" else None
     sums = None
     for batch in batches:
-        metrics = population_eval_step(population, batch, strategy=strategy)
+        if states is None:
+            metrics = population_eval_step(population, batch)
+        else:
+            parts = [_member_eval(state, batch) for state in states]
+            metrics = _combine_eval(*(jnp.stack(p) for p in zip(*parts)), batch)
         sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
     if sums is None:
         raise ValueError("Cannot evaluate on an empty split: it yielded no batches.")
@@ -150,13 +172,62 @@ def ensemble_predict(population: Population, images: jax.Array) -> jax.Array:
     return jnp.mean(jax.nn.softmax(logits), axis=0)
 
 
-@functools.partial(jax.jit, static_argnames=("batch_size", "strategy"))
-def _train_on_orders(population, images, labels, orders, step, keys, *, batch_size: int, strategy: str):
+@functools.partial(jax.jit, static_argnames="batch_size")
+def _vmap_step(population, images, labels, orders, step, keys, *, batch_size: int):
+    """Every member's step ``step`` of the epoch, gathered from on-device data, as one vmapped program."""
     batch = gather_member_batches(images, labels, orders, step, batch_size)
-    return _population_train_step(population, batch, keys, strategy)
+    return _population_train_step(population, batch, keys)
 
 
-_epoch_orders = jax.jit(jax.vmap(epoch_order, in_axes=(0, None, None)), static_argnums=2)
+@functools.partial(jax.jit, static_argnames=("model", "batch_size"))
+def _loop_step(model, state, dropout_rate, active, images, labels, order, step, key, *, batch_size: int):
+    """One member's step ``step`` of the epoch: the unbatched program the "loop" strategy calls N times."""
+    batch = jax.tree.map(lambda x: x[0], gather_member_batches(images, labels, order[None], step, batch_size))
+    return member_train_step(model, state, dropout_rate, active, batch, key)
+
+
+class _Trainer:
+    """Runs population steps with a strategy; "loop" keeps the members unstacked between steps."""
+
+    def __init__(self, population: Population, images, labels, keys: jax.Array, batch_size: int, strategy: str):
+        self.population, self.images, self.labels = population, images, labels
+        self.keys, self.batch_size, self.strategy = keys, batch_size, strategy
+        self.member_keys = list(keys)
+        self.members = population.unstack() if strategy == "loop" else None
+
+    def start_epoch(self, orders: jax.Array) -> None:
+        """Sets the [N, num_examples] data orders of the coming epoch."""
+        self.orders = orders
+        self.member_orders = list(orders) if self.members is not None else None
+
+    def step(self, step: int) -> Metrics:
+        """Step ``step`` of the epoch for every member; metrics are [N] (vmap) or N-long lists (loop)."""
+        step = jnp.int32(step)
+        if self.members is None:
+            self.population, metrics = _vmap_step(
+                self.population, self.images, self.labels, self.orders, step, self.keys, batch_size=self.batch_size
+            )
+            return metrics
+        outputs = []
+        for i, (state, rate, active) in enumerate(self.members):
+            state, metrics = _loop_step(
+                self.population.model, state, rate, active, self.images, self.labels, self.member_orders[i], step,
+                self.member_keys[i], batch_size=self.batch_size,
+            )
+            self.members[i] = (state, rate, active)
+            outputs.append(metrics)
+        return {name: [m[name] for m in outputs] for name in outputs[0]}
+
+    def result(self) -> Population:
+        """The population as it stands, stacked."""
+        if self.members is not None:
+            self.population = self.population.replace(state=stack_states([m[0] for m in self.members]))
+        return self.population
+
+    def set_active(self, active: np.ndarray) -> None:
+        self.population = self.result().replace(active=jnp.asarray(active))
+        if self.members is not None:
+            self.members = self.population.unstack()
 
 
 @jax.jit
@@ -165,13 +236,17 @@ def _select_members(mask: jax.Array, new: Any, old: Any) -> Any:
     return jax.tree.map(lambda a, b: jnp.where(mask.reshape((-1,) + (1,) * (a.ndim - 1)), a, b), new, old)
 
 
+_epoch_orders = jax.jit(jax.vmap(epoch_order, in_axes=(0, None, None)), static_argnums=2)
+
+
 def choose_strategy(population: Population, images: jax.Array, labels: jax.Array, *, batch_size: int) -> str:
     """"vmap" off CPU; on CPU, whichever of "vmap" and "loop" runs a few real steps faster.
 
     Accelerators run one wide batched program better than N narrow ones, so vmap is taken there.
-    XLA:CPU is different: a vmapped convolution becomes a grouped convolution that can be slower than
-    N plain ones (``benchmarks/population_vs_loop.py`` measures where), so on CPU both are compiled
-    and timed on the actual model and batch size, and the results are thrown away (the steps are pure).
+    XLA:CPU is different: a vmapped convolution becomes a batched (grouped) convolution that runs
+    several times slower than N plain ones, while small dense models gain from vmap
+    (``benchmarks/population_vs_loop.py`` measures both), so on CPU both are compiled and timed on the
+    actual model and batch size; the results are thrown away (the steps are pure).
     """
     if jax.default_backend() != "cpu" or population.size == 1:
         return "vmap"
@@ -180,12 +255,13 @@ def choose_strategy(population: Population, images: jax.Array, labels: jax.Array
     orders = jnp.tile(jnp.arange(labels.shape[0]), (population.size, 1))
     seconds = {}
     for strategy in STRATEGIES:
-        run = functools.partial(_train_on_orders, population, images, labels, orders, keys=keys, batch_size=batch_size, strategy=strategy)
-        jax.block_until_ready(run(jnp.int32(0)))  # compile
+        trainer = _Trainer(population, images, labels, keys, batch_size, strategy)
+        trainer.start_epoch(orders)
+        jax.block_until_ready(trainer.step(0))  # compile
         start = time.perf_counter()
         for step in range(1, _AUTO_TIMING_STEPS + 1):
-            out = run(jnp.int32(step))
-        jax.block_until_ready(out)
+            metrics = trainer.step(step)
+        jax.block_until_ready((metrics, trainer.result()))
         seconds[strategy] = time.perf_counter() - start
     return min(seconds, key=seconds.get)
 
@@ -247,24 +323,20 @@ def fit_population(
     best_epoch = np.full(size, -1)
     stopped_epoch = np.full(size, -1)
     active = np.ones(size, bool)
+    trainer = _Trainer(population.replace(active=jnp.asarray(active)), images, labels, train_keys, batch_size, strategy)
     train_seconds = 0.0
     for epoch in range(epochs):
         start = time.perf_counter()
-        orders = _epoch_orders(data_keys, epoch, num_train)
+        trainer.start_epoch(_epoch_orders(data_keys, epoch, num_train))
         step_metrics = []
-        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{epochs}", disable=not progress, leave=False, unit="step")
-        for step in range(steps_per_epoch):
-            population, metrics = _train_on_orders(
-                population, images, labels, orders, jnp.int32(step), train_keys, batch_size=batch_size, strategy=strategy
-            )
-            step_metrics.append(metrics)
-            bar.update(1)
-        bar.close()
+        for step in tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{epochs}", disable=not progress, leave=False, unit="step"):
+            step_metrics.append(trainer.step(step))
+        population = trainer.result()
         epoch_metrics = jax.device_get(jax.tree.map(lambda *xs: jnp.mean(jnp.stack(xs), axis=0), *step_metrics))
         train_seconds += time.perf_counter() - start
         validation = evaluate_population(population, data.eval_batches("validation"), strategy=strategy)
-        history["train_loss"].append(np.asarray(epoch_metrics["loss"]))
-        history["train_accuracy"].append(np.asarray(epoch_metrics["accuracy"]))
+        history["train_loss"].append(np.asarray(epoch_metrics["loss"], np.float64))
+        history["train_accuracy"].append(np.asarray(epoch_metrics["accuracy"], np.float64))
         history["val_loss"].append(validation["loss"])
         history["val_accuracy"].append(validation["accuracy"])
         history["seconds"].append(time.perf_counter() - start)
@@ -272,7 +344,6 @@ def fit_population(
         if patience is None:
             best_state = population.state
             best_epoch[:] = epoch
-            best_loss = validation["loss"]
         else:
             improved = active & (validation["loss"] < best_loss - min_delta)
             best_state = _select_members(jnp.asarray(improved), population.state, best_state)
@@ -281,7 +352,8 @@ def fit_population(
             stop = active & ~improved & (epoch - best_epoch >= patience)
             stopped_epoch = np.where(stop, epoch, stopped_epoch)
             active = active & ~stop
-            population = population.replace(active=jnp.asarray(active))
+            if stop.any():
+                trainer.set_active(active)
         if progress:
             tqdm.write(
                 f"epoch {epoch + 1}/{epochs}: val accuracy {_spread(validation['accuracy'])} | ensemble "

@@ -13,14 +13,15 @@ A population is one pytree whose every leaf has a leading member axis, so ``jax.
 A member whose ``active`` flag is False (early-stopped) still runs through the step, because vmap
 runs every member, but its update is masked: its state comes out unchanged.
 
-The same per-member function runs either vectorised (``jax.vmap``) or as a compiled sequential loop
-(``jax.lax.map``); which is faster depends on the backend and the model (see
+The same per-member function (``member_train_step``) runs either vectorised (``jax.vmap``) or jitted
+on its own and called once per member; which is faster depends on the backend and the model (see
 ``benchmarks/population_vs_loop.py`` and ``jaxvision.ensemble.fit_population``'s ``strategy``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 from collections.abc import Sequence
 from typing import Any
@@ -34,6 +35,8 @@ from flax import struct
 from jaxvision.losses import Loss
 from jaxvision.train import Batch, BatchAugment, Metrics, TrainState, create_train_state, train_step_unjitted
 
+# "vmap": all members as one batched program; "loop": one jitted single-member step per member,
+# called one after another from Python (N sequential runs in lockstep).
 STRATEGIES = ("vmap", "loop")
 # Hyperparameters a member may override; they must be injected into the optimiser state.
 _OPTIMIZER_HYPERPARAMS = ("learning_rate", "weight_decay")
@@ -122,6 +125,12 @@ class Population:
         """Member ``index``'s TrainState, unstacked; its eval-mode ``apply_fn`` is the shared model's."""
         return jax.tree.map(lambda leaf: leaf[index], self.state)
 
+    def unstack(self) -> list[tuple[TrainState, jax.Array | None, jax.Array]]:
+        """Every member's (state, dropout rate, active flag), unstacked, for a per-member loop."""
+        states = unstack_states(self.state, self.size)
+        rates = [None] * self.size if self.dropout_rate is None else list(self.dropout_rate)
+        return list(zip(states, rates, list(self.active)))
+
 
 def _set_hyperparam(opt_state: Any, name: str, values: list[float | None]) -> Any:
     hyperparams = getattr(opt_state, "hyperparams", None)
@@ -163,8 +172,10 @@ def create_population(
     members = tuple(members)
     if not members:
         raise ValueError("A population needs at least one member, e.g. members=member_grid([0, 1, 2]).")
-    init_keys = jnp.stack([member_keys(m.seed)[0] for m in members])
-    state = jax.vmap(lambda key: create_train_state(model, input_shape, optimizer, key, loss=loss, augment=augment))(init_keys)
+    # One compiled initialisation called per member: vmapping it over keys compiles far slower on
+    # XLA:CPU (batched threefry), and this way member i is bit for bit a single run's initial state.
+    initialize = jax.jit(lambda key: create_train_state(model, input_shape, optimizer, key, loss=loss, augment=augment))
+    state = stack_states([initialize(member_keys(m.seed)[0]) for m in members])
     opt_state = state.opt_state
     for name in _OPTIMIZER_HYPERPARAMS:
         values = [getattr(m, name) for m in members]
@@ -204,40 +215,19 @@ def member_train_step(
     return new_state, metrics
 
 
-def map_members(function, inputs: Any, *, strategy: str) -> Any:
-    """``function`` applied to each member's slice of ``inputs`` (leading axis), vectorised or looped.
-
-    "vmap" runs all members as one batched program; "loop" runs them one after another inside the
-    same compiled program (``jax.lax.map``), which avoids batched convolutions that some backends
-    (XLA:CPU) run slower than N separate ones.
-    """
-    if strategy == "vmap":
-        return jax.vmap(function)(inputs)
-    if strategy == "loop":
-        return jax.lax.map(function, inputs)
-    raise ValueError(f"Unknown strategy {strategy!r}: expected one of {', '.join(STRATEGIES)}.")
-
-
-def _population_train_step(
-    population: Population, batch: Batch, keys: jax.Array, strategy: str = "vmap"
-) -> tuple[Population, Metrics]:
-    def one(inputs):
-        state, rate, active, member_batch, key = inputs
-        return member_train_step(population.model, state, rate, active, member_batch, key)
-
-    inputs = (population.state, population.dropout_rate, population.active, batch, keys)
-    state, metrics = map_members(one, inputs, strategy=strategy)
+def _population_train_step(population: Population, batch: Batch, keys: jax.Array) -> tuple[Population, Metrics]:
+    step = functools.partial(member_train_step, population.model)
+    state, metrics = jax.vmap(step)(population.state, population.dropout_rate, population.active, batch, keys)
     return population.replace(state=state), metrics
 
 
-population_train_step = jax.jit(_population_train_step, static_argnames="strategy")
-population_train_step.__doc__ = """One optimiser update of every member on its own batch; pure and jitted.
+population_train_step = jax.jit(_population_train_step)
+population_train_step.__doc__ = """One optimiser update of every member on its own batch: ``jit(vmap(train_step))``.
 
 Args:
   population: the Population.
   batch: a Batch whose leaves have a leading member axis: images [N, batch, h, w, c], etc.
   keys: [N] the members' base PRNG keys (``member_keys(seed)[1]``), each folded with its step.
-  strategy: "vmap" (default) or "loop" (static).
 
 Returns:
   (new population, {"loss": [N], "accuracy": [N]}) on each member's batch before its update.
@@ -264,3 +254,10 @@ def gather_member_batches(images: jax.Array, labels: jax.Array, orders: jax.Arra
 def stack_states(states: Sequence[TrainState]) -> TrainState:
     """Stacks equally structured TrainStates (same model and optimiser objects) along a new axis 0."""
     return jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
+
+
+def unstack_states(state: TrainState, size: int) -> list[TrainState]:
+    """The inverse of ``stack_states``."""
+    leaves, treedef = jax.tree.flatten(state)
+    per_leaf = [list(leaf) for leaf in leaves]  # one slicing pass per leaf, not per member and leaf
+    return [jax.tree.unflatten(treedef, [parts[i] for parts in per_leaf]) for i in range(size)]

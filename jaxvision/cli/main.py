@@ -9,10 +9,11 @@ from collections.abc import Sequence
 
 from jaxvision.cli import augment_preview as augment_preview_command
 from jaxvision.cli import summary as summary_command
+from jaxvision.cli import sweep as sweep_command
 from jaxvision.cli import train as train_command
 
 # Each module has add_parser(subparsers), which registers a subcommand whose ``func`` runs it.
-_COMMANDS = (train_command, summary_command, augment_preview_command)
+_COMMANDS = (train_command, sweep_command, summary_command, augment_preview_command)
 
 
 class _OneLineErrorParser(argparse.ArgumentParser):
