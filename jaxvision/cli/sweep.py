@@ -11,8 +11,7 @@ import time
 import jax
 
 from jaxvision.cli import arguments
-from jaxvision.losses import LOSSES
-from jaxvision.optimizers import OPTIMIZERS, SCHEDULES
+from jaxvision.cli.train import add_training_arguments
 from jaxvision.population import STRATEGIES
 
 
@@ -37,32 +36,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "vmapped program; print each member's validation/test results and their ensemble's (mean softmax)."
         ),
     )
-    parser.add_argument("--model", default="mlp", help="model name, see jaxvision.list_models() (default: mlp)")
-    parser.add_argument("--dataset", default="digits", help="TFDS name, or digits (default, offline)")
+    add_training_arguments(parser)  # --patience is per member here
     parser.add_argument("--seeds", type=arguments.positive_int, default=4, help="number of seeds, 0..N-1 (default: 4)")
     parser.add_argument("--first-seed", type=int, default=0, help="seeds are first-seed .. first-seed+N-1")
     parser.add_argument("--learning-rates", type=_float_list(arguments.positive_float), default=None, help="comma-separated, e.g. 1e-3,3e-3,1e-2")
     parser.add_argument("--weight-decays", type=_float_list(arguments.non_negative_float), default=None, help="comma-separated, e.g. 0,1e-4")
     parser.add_argument("--dropout-rates", type=_float_list(arguments.dropout_rate), default=None, help="comma-separated, e.g. 0,0.25,0.5")
-    parser.add_argument("--epochs", type=arguments.positive_int, default=5)
-    parser.add_argument("--batch-size", type=arguments.positive_int, default=128)
-    parser.add_argument("--eval-batch-size", type=arguments.positive_int, default=1000)
-    parser.add_argument("--optimizer", choices=OPTIMIZERS, default="adam")
-    parser.add_argument("--learning-rate", type=arguments.positive_float, default=1e-3, help="when --learning-rates is not given")
-    parser.add_argument("--schedule", choices=SCHEDULES, default="warmup_cosine")
-    parser.add_argument("--weight-decay", type=arguments.non_negative_float, default=0.0, help="when --weight-decays is not given")
-    parser.add_argument("--momentum", type=arguments.non_negative_float, default=0.9)
-    parser.add_argument("--loss", choices=sorted(LOSSES), default="cross_entropy")
-    parser.add_argument("--dropout-rate", type=arguments.dropout_rate, default=None, help="overrides the model's dropout rate (when --dropout-rates is not given)")
-    parser.add_argument("--activation", default=None, help="overrides the model's activation")
-    parser.add_argument("--data-dir", default=None, help="TFDS data folder (default: $TFDS_DATA_DIR or ~/tensorflow_datasets)")
-    parser.add_argument("--validation-fraction", type=arguments.open_fraction, default=0.1)
-    parser.add_argument("--patience", type=arguments.positive_int, default=None, help="per-member early-stopping patience in epochs (default: off)")
     parser.add_argument(
         "--strategy",
         choices=(*STRATEGIES, "auto"),
         default="auto",
-        help="vmap: one batched program; loop: members one after another in one program; auto: vmap off CPU, the faster of the two on CPU (default)",
+        help="vmap: one batched program; loop: one member after another through the same jitted step; auto: vmap off CPU, the faster of the two on CPU (default)",
     )
     parser.add_argument(
         "--compare-sequential",
@@ -70,7 +54,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="also train each member alone with the `jaxvision train` loop, one after another, and report both wall times",
     )
     parser.add_argument("--output-dir", default=None, help="where sweep.json goes (default: runs/sweep_<model>_<dataset>)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)
 
 

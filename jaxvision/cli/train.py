@@ -14,12 +14,8 @@ from jaxvision.losses import LOSSES
 from jaxvision.optimizers import OPTIMIZERS, SCHEDULES
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "train",
-        help="train a model (offline default: an MLP on scikit-learn's digits)",
-        description="Train a model on a TFDS dataset and report its test accuracy.",
-    )
+def add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options ``train`` and ``sweep`` share: model, data, optimiser, schedule, regularisation."""
     parser.add_argument("--model", default="mlp", help="model name, see jaxvision.list_models() (default: mlp)")
     parser.add_argument("--dataset", default="digits", help="TFDS name, or digits (default, offline)")
     parser.add_argument("--epochs", type=arguments.positive_int, default=20)
@@ -33,10 +29,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--loss", choices=sorted(LOSSES), default="cross_entropy")
     parser.add_argument("--dropout-rate", type=arguments.dropout_rate, default=None, help="overrides the model's dropout rate")
     parser.add_argument("--activation", default=None, help="overrides the model's activation (relu, tanh, elu, ...)")
-    parser.add_argument("--seed", type=int, default=0, help="seeds initialisation, dropout and shuffling")
     parser.add_argument("--data-dir", default=None, help="TFDS data folder (default: $TFDS_DATA_DIR or ~/tensorflow_datasets)")
     parser.add_argument("--validation-fraction", type=arguments.open_fraction, default=0.1)
     parser.add_argument("--patience", type=arguments.positive_int, default=None, help="early-stopping patience in epochs (default: off)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="train a model (offline default: an MLP on scikit-learn's digits)",
+        description="Train a model on a TFDS dataset and report its test accuracy.",
+    )
+    add_training_arguments(parser)
+    parser.add_argument("--seed", type=int, default=0, help="seeds initialisation, dropout and shuffling")
     parser.add_argument("--output-dir", default=None, help="where history.json and metrics.json go (default: runs/<model>_<dataset>)")
     parser.add_argument(
         "--augment",
@@ -47,7 +53,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--tta", default=None, metavar="VIEWS", help="also report test accuracy with test-time augmentation: 2, 10, 30, 150 or e.g. flip,crops:5"
     )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)
 
 
