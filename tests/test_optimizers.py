@@ -1,6 +1,5 @@
 """Optimisers and schedules: update rules by hand, schedule values, errors."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import optax

@@ -4,7 +4,6 @@ import importlib
 
 import chex
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 

@@ -9,6 +9,7 @@ import numpy as np
 import optax
 import pytest
 
+from numpy_weights import numpy_variables
 from jaxvision.models import AlexNet, ResNet, VGG, get_model, list_models
 from jaxvision.models.resnet import cifar_resnet
 from jaxvision.train import Batch, TrainState, create_train_state, train_step, train_step_unjitted
@@ -127,31 +128,10 @@ def _images(batch=4, size=32, seed=0):
     return jnp.asarray(np.random.default_rng(seed).normal(size=(batch, size, size, 3)), jnp.float32)
 
 
-def _numpy_variables(model, input_shape, seed=0):
-    """Random variables of the model's shapes, drawn by NumPy (He-scaled kernels, non-trivial batch-norm
-    scales and statistics), so that tests compile no random number generator at all."""
-    abstract = jax.eval_shape(
-        lambda x: model.init(jax.random.key(0), x), jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
-    )
-    rng = np.random.default_rng(seed)
-
-    def draw(path, leaf):
-        name = path[-1].key
-        if name == "kernel":
-            values = rng.normal(size=leaf.shape) * np.sqrt(2.0 / math.prod(leaf.shape[:-1]))
-        elif name in ("scale", "var"):
-            values = rng.uniform(0.5, 1.5, size=leaf.shape)
-        else:  # bias, mean
-            values = rng.normal(size=leaf.shape) * 0.1
-        return jnp.asarray(values, leaf.dtype)
-
-    return jax.tree_util.tree_map_with_path(draw, abstract)
-
-
 @pytest.mark.parametrize("name", sorted(SMALL))
 def test_zoo_one_train_step_is_finite_and_per_example_eval_matches_batched(name):
     model = SMALL[name]()
-    variables = _numpy_variables(model, (32, 32, 3))
+    variables = numpy_variables(model, (32, 32, 3))
     state = TrainState.create(
         apply_fn=model.apply,
         params=variables["params"],
@@ -190,7 +170,7 @@ def test_zoo_create_train_state_and_train_step_trace_once_for_batch_norm_model()
 def test_zoo_batch_norm_train_and_eval_outputs_differ_and_eval_is_deterministic():
     model = SMALL["resnet_cifar_tiny"]()
     images = _images(batch=8)
-    variables = _numpy_variables(model, (32, 32, 3))
+    variables = numpy_variables(model, (32, 32, 3))
     train_logits, _ = model.apply(variables, images, train=True, mutable=["batch_stats"])
     eval_logits = model.apply(variables, images, train=False)
     # Train mode normalises with this batch's statistics, eval mode with the running ones, so they
@@ -206,7 +186,7 @@ def test_zoo_batch_norm_train_and_eval_outputs_differ_and_eval_is_deterministic(
 def test_zoo_batch_norm_running_statistics_move_by_torch_momentum_0_1():
     model = SMALL["resnet_cifar_tiny"]()
     images = _images(batch=8)
-    variables = _numpy_variables(model, (32, 32, 3))
+    variables = numpy_variables(model, (32, 32, 3))
     _, state = model.apply(
         variables, images, train=True, mutable=["batch_stats", "intermediates"],
         capture_intermediates=lambda module, method: module.name == "stem_conv",
@@ -236,7 +216,7 @@ def test_zoo_bfloat16_compute_keeps_float32_params(name):
     model16 = get_model(name, dtype=jnp.bfloat16)
     abstract = jax.eval_shape(lambda x: model16.init(jax.random.key(0), x), images[:1])
     assert {leaf.dtype for leaf in jax.tree.leaves(abstract)} == {jnp.dtype(jnp.float32)}
-    variables = _numpy_variables(model32, (32, 32, 3))
+    variables = numpy_variables(model32, (32, 32, 3))
     logits16 = jax.jit(model16.apply)(variables, images)
     assert logits16.dtype == jnp.bfloat16
     logits32 = jax.jit(model32.apply)(variables, images)

@@ -8,13 +8,13 @@ first flatten so the same dense weights apply. Batch-norm scales and running sta
 so eval-mode batch norm is really compared. Skipped without the ``compare`` extra (torch).
 """
 
-import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from numpy_weights import numpy_variables
 from jaxvision.models import AlexNet, LocalResponseNorm, ResNet, adaptive_avg_pool, get_model
 
 torch = pytest.importorskip("torch")
@@ -27,27 +27,6 @@ torch.set_num_threads(1)
 def _strict_rank_promotion():
     with jax.numpy_rank_promotion("raise"):
         yield
-
-
-def _numpy_variables(model, input_shape, seed=0):
-    """Random variables of the model's shapes drawn by NumPy: He-scaled kernels, random biases and
-    non-trivial batch-norm scales, shifts, means and variances."""
-    abstract = jax.eval_shape(
-        lambda x: model.init(jax.random.key(0), x), jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
-    )
-    rng = np.random.default_rng(seed)
-
-    def draw(path, leaf):
-        name = path[-1].key
-        if name == "kernel":
-            values = rng.normal(size=leaf.shape) * np.sqrt(2.0 / math.prod(leaf.shape[:-1]))
-        elif name in ("scale", "var"):
-            values = rng.uniform(0.5, 1.5, size=leaf.shape)
-        else:  # bias, mean
-            values = rng.normal(size=leaf.shape) * 0.1
-        return np.asarray(values, np.float32)
-
-    return jax.tree_util.tree_map_with_path(draw, abstract)
 
 
 def _load_into_torch(torch_model, variables):
@@ -85,7 +64,7 @@ def _flatten_nhwc(x):
 
 
 def _assert_parity(model, torch_model, input_shape, batch=2, seed=0):
-    variables = _numpy_variables(model, input_shape, seed)
+    variables = numpy_variables(model, input_shape, seed)
     _load_into_torch(torch_model, variables)
     images = np.random.default_rng(seed + 1).normal(size=(batch, *input_shape)).astype(np.float32)
     ours = np.asarray(jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, images))

@@ -11,7 +11,7 @@ import time
 import jax
 
 from jaxvision.cli import arguments
-from jaxvision.cli.train import add_training_arguments
+from jaxvision.cli.train import add_training_arguments, load_training_data
 from jaxvision.population import STRATEGIES
 
 
@@ -89,7 +89,7 @@ def _sequential_seconds(args, splits, members, make_model, make_optimizer) -> tu
 
 
 def run(args: argparse.Namespace) -> int:
-    from jaxvision import data, models
+    from jaxvision import models
     from jaxvision.ensemble import fit_population
     from jaxvision.optimizers import make_optimizer
     from jaxvision.population import create_population, member_grid
@@ -99,14 +99,7 @@ def run(args: argparse.Namespace) -> int:
     models.get_model(args.model, **overrides)  # validate names before loading any data
     if args.dropout_rates is not None:
         models.get_model(args.model, dropout_rate=args.dropout_rates[0])  # the model must have a dropout_rate field
-    splits = data.load_splits(
-        args.dataset,
-        batch_size=args.batch_size,
-        eval_batch_size=args.eval_batch_size,
-        validation_fraction=args.validation_fraction,
-        seed=args.first_seed,
-        data_dir=args.data_dir,
-    )
+    splits = load_training_data(args, seed=args.first_seed)
     meta = splits.meta
     members = member_grid(
         range(args.first_seed, args.first_seed + args.seeds),

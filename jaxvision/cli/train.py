@@ -35,6 +35,20 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+def load_training_data(args: argparse.Namespace, *, seed: int):
+    """The dataset's splits as the shared options ask for them (``jaxvision.data.Splits``)."""
+    from jaxvision import data
+
+    return data.load_splits(
+        args.dataset,
+        batch_size=args.batch_size,
+        eval_batch_size=args.eval_batch_size,
+        validation_fraction=args.validation_fraction,
+        seed=seed,
+        data_dir=args.data_dir,
+    )
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "train",
@@ -57,7 +71,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from jaxvision import augment, data, models, visualize
+    from jaxvision import augment, models, visualize
     from jaxvision.checkpoint import save_checkpoint
     from jaxvision.fit import fit
     from jaxvision.optimizers import make_optimizer
@@ -71,14 +85,7 @@ def run(args: argparse.Namespace) -> int:
         augment.parse_augment_spec(args.augment, num_classes=2)
     if args.tta:
         augment.count_views(args.tta)
-    splits = data.load_splits(
-        args.dataset,
-        batch_size=args.batch_size,
-        eval_batch_size=args.eval_batch_size,
-        validation_fraction=args.validation_fraction,
-        seed=args.seed,
-        data_dir=args.data_dir,
-    )
+    splits = load_training_data(args, seed=args.seed)
     meta = splits.meta
     model = models.get_model(args.model, num_classes=meta.num_classes, **overrides)
     optimizer = make_optimizer(
