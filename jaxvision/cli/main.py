@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from jaxvision.cli import augment_preview as augment_preview_command
+from jaxvision.cli.xla_flags import use_fast_cpu_training_flags
 from jaxvision.cli import summary as summary_command
 from jaxvision.cli import sweep as sweep_command
 from jaxvision.cli import train as train_command
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line; returns the exit status."""
+    use_fast_cpu_training_flags()
     args = build_parser().parse_args(argv)
     try:
         return args.func(args) or 0

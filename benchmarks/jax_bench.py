@@ -1,0 +1,132 @@
+"""The jaxvision side: which models, on what inputs, and the timing of their train and eval steps."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from benchmarks.fast_conv import with_fast_conv
+from benchmarks.timing import peak_memory_bytes, time_compile, time_function
+from jaxvision.models import get_model, list_models
+from jaxvision.optimizers import make_optimizer
+from jaxvision.train import Batch, create_train_state, eval_step, train_step
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """A benchmarked model: its registry name, one input's shape, classes, and whether CPU runs it by default."""
+
+    name: str
+    input_shape: tuple[int, int, int]
+    num_classes: int
+    on_cpu_by_default: bool = True
+
+
+MODELS: tuple[ModelSpec, ...] = (
+    ModelSpec("mlp", (28, 28, 1), 10),
+    ModelSpec("lenet5", (28, 28, 1), 10),
+    ModelSpec("simple_cnn", (28, 28, 1), 10),
+    ModelSpec("resnet20", (32, 32, 3), 10),
+    ModelSpec("vgg11_cifar", (32, 32, 3), 10),
+    # ImageNet-sized: minutes per step on a 2-core CPU, so only with --models on CPU.
+    ModelSpec("resnet18", (224, 224, 3), 1000, on_cpu_by_default=False),
+    ModelSpec("resnet50", (224, 224, 3), 1000, on_cpu_by_default=False),
+)
+MODELS_BY_NAME = {spec.name: spec for spec in MODELS}
+LEARNING_RATE = 0.01
+MOMENTUM = 0.9
+
+
+def available_models(names: list[str] | None, backend: str) -> list[ModelSpec]:
+    """The specs to run: ``names`` (validated against the registry), else the backend's default set.
+
+    Raises:
+      ValueError: for a name without a spec here or not in ``jaxvision.models.list_models()``.
+    """
+    registered = set(list_models())
+    if names is None:
+        return [s for s in MODELS if s.name in registered and (backend != "cpu" or s.on_cpu_by_default)]
+    unknown = [n for n in names if n not in MODELS_BY_NAME or n not in registered]
+    if unknown:
+        runnable = [s.name for s in MODELS if s.name in registered]
+        raise ValueError(f"Unknown benchmark model(s) {', '.join(unknown)}: expected some of {', '.join(runnable)}.")
+    return [MODELS_BY_NAME[n] for n in names]
+
+
+def with_conv(apply_fn, conv: str):
+    """``apply_fn`` as is (``conv="model"``) or with every nn.Conv on ``benchmarks.fast_conv`` ("fast")."""
+    if conv == "model":
+        return apply_fn
+    if conv != "fast":
+        raise ValueError(f"Unknown --conv {conv!r}: expected 'model' or 'fast'.")
+    return with_fast_conv(apply_fn)
+
+
+def build(spec: ModelSpec, batch_size: int, dtype: str, *, conv: str = "model", seed: int = 0):
+    """(model, train state with SGD momentum, a synthetic on-device Batch, key) for one benchmark row."""
+    overrides = {} if dtype == "float32" else {"dtype": jnp.dtype(dtype)}
+    model = get_model(spec.name, num_classes=spec.num_classes, **overrides)
+    state = create_train_state(model, spec.input_shape, make_optimizer("momentum", LEARNING_RATE, momentum=MOMENTUM),
+                               jax.random.key(seed))
+    state = state.replace(apply_fn=with_conv(state.apply_fn, conv))
+    rng = np.random.default_rng(seed)
+    images = rng.standard_normal((batch_size, *spec.input_shape), dtype=np.float32)
+    labels = rng.integers(0, spec.num_classes, batch_size).astype(np.int32)
+    batch = jax.device_put(Batch.of(images, labels))
+    return model, state, batch, jax.random.key(seed + 1)
+
+
+def parameter_count(state) -> int:
+    return int(sum(np.prod(x.shape) for x in jax.tree.leaves(state.params)))
+
+
+def bench_jax(spec: ModelSpec, batch_size: int, dtype: str, *, repeats: int, warmup: int = 2,
+              conv: str = "model") -> dict[str, Any]:
+    """Compile times, train and inference step timings and XLA FLOPs of one (model, batch, dtype)."""
+    _, state, batch, key = build(spec, batch_size, dtype, conv=conv)
+    train, train_compile_s, train_flops = time_compile(train_step, state, batch, key)
+    evaluate, eval_compile_s, eval_flops = time_compile(eval_step, state, batch)
+    carry = [state]
+
+    def one_train_step():
+        carry[0], metrics = train(carry[0], batch, key)
+        return metrics
+
+    train_timing = time_function(one_train_step, repeats=repeats, warmup=warmup)
+    eval_timing = time_function(lambda: evaluate(carry[0], batch), repeats=repeats, warmup=warmup)
+    return {
+        "framework": "jaxvision", "mode": "jit" if conv == "model" else "jit+fastconv", "model": spec.name,
+        "batch_size": batch_size, "dtype": dtype, "parameters": parameter_count(state),
+        "train_compile_s": train_compile_s, "eval_compile_s": eval_compile_s,
+        "train_step_s": dataclasses.asdict(train_timing),
+        "train_images_per_s": batch_size / train_timing.median,
+        "eval_step_s": dataclasses.asdict(eval_timing),
+        "eval_images_per_s": batch_size / eval_timing.median,
+        "train_flops_per_step": train_flops, "eval_flops_per_step": eval_flops,
+        "peak_memory_bytes": peak_memory_bytes(),
+    }
+
+
+def profile_parts(spec: ModelSpec, batch_size: int, *, repeats: int, conv: str = "model") -> dict[str, float]:
+    """Fastest seconds (min over repeats) of the forward pass, forward + backward (no optimiser), and the full train step,
+    to show where a step's time goes."""
+    _, state, batch, key = build(spec, batch_size, "float32", conv=conv)
+
+    def loss(params):
+        logits = state.apply_fn({"params": params, **({"batch_stats": state.batch_stats} if state.batch_stats else {})},
+                                batch.images, train=True, rngs={"dropout": key}, mutable=["batch_stats"])[0]
+        return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), batch.labels[:, None], axis=1))
+
+    forward = jax.jit(lambda p: state.apply_fn({"params": p, **({"batch_stats": state.batch_stats} if state.batch_stats else {})},
+                                               batch.images, train=False))
+    gradient = jax.jit(jax.grad(loss))
+    step = jax.jit(lambda s: train_step(s, batch, key)[0].params)
+    return {
+        "forward_s": time_function(lambda: forward(state.params), repeats=repeats).min,
+        "forward_backward_s": time_function(lambda: gradient(state.params), repeats=repeats).min,
+        "train_step_s": time_function(lambda: step(state), repeats=repeats).min,
+    }

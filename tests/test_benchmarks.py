@@ -1,0 +1,93 @@
+"""Smoke test of the benchmark harness on tiny configurations; the real figures come from
+``python -m benchmarks.run`` (benchmarks/README.md), never from unit tests."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from benchmarks import jax_bench, report, timing
+from benchmarks.fast_conv import conv_general_dilated
+
+
+def test_timing_reports_median_min_max_over_the_repeats():
+    result = timing.time_function(lambda: jnp.ones(3) * 2, repeats=3, warmup=1)
+    assert result.repeats == 3 and result.min <= result.median <= result.max
+
+
+def test_xla_flops_counts_a_matmul():
+    compiled = jax.jit(lambda a, b: a @ b).lower(jnp.ones((8, 16)), jnp.ones((16, 4))).compile()
+    assert timing.xla_flops(compiled) == pytest.approx(2 * 8 * 16 * 4, rel=0.1)
+
+
+def test_peak_flops_is_measured_on_cpu_and_says_so():
+    peak, source = timing.peak_flops("float32", size=64, repeats=1)
+    assert peak > 0 and source.startswith("measured")
+
+
+def test_unknown_model_names_the_runnable_ones():
+    with pytest.raises(ValueError, match=r"Unknown benchmark model\(s\) lenet6.*lenet5"):
+        jax_bench.available_models(["lenet6"], "cpu")
+
+
+def test_imagenet_models_are_off_by_default_on_cpu_only():
+    cpu = {s.name for s in jax_bench.available_models(None, "cpu")}
+    gpu = {s.name for s in jax_bench.available_models(None, "gpu")}
+    assert "resnet50" not in cpu and "lenet5" in cpu and cpu <= gpu
+
+
+@pytest.fixture(scope="module")
+def mlp_row():
+    return jax_bench.bench_jax(jax_bench.MODELS_BY_NAME["mlp"], 4, "float32", repeats=1, warmup=1)
+
+
+def test_bench_jax_row_on_a_tiny_batch(mlp_row):
+    assert mlp_row["parameters"] == 235_146 and mlp_row["train_images_per_s"] > 0 and mlp_row["train_flops_per_step"] > 0
+    table = report.throughput_table([mlp_row])
+    assert "| mlp" in table and table.count("\n") == 2
+
+
+@pytest.mark.parametrize(
+    "strides, padding, dilation",
+    [((1, 1), "VALID", (1, 1)), ((2, 2), "SAME", (1, 1)), ((1, 1), ((2, 1), (0, 2)), (2, 2))],
+)
+def test_fast_conv_matches_lax_values_and_gradients(strides, padding, dilation):
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(2, 9, 9, 16)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(3, 3, 16, 5)), jnp.float32)
+    kwargs = dict(window_strides=strides, padding=padding, rhs_dilation=dilation, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    def loss(conv):
+        return jax.jit(jax.value_and_grad(lambda x, w: jnp.sum(jnp.sin(conv(x, w, **kwargs))), argnums=(0, 1)))(x, w)
+
+    for got, want in zip(jax.tree.leaves(loss(conv_general_dilated)), jax.tree.leaves(loss(jax.lax.conv_general_dilated))):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_record_is_written_as_json_and_never_overwritten(tmp_path):
+    record = {"machine": {"backend": "cpu", "git_commit": "abc"}, "throughput": []}
+    first, second = report.write_record(record, str(tmp_path)), report.write_record(record, str(tmp_path))
+    assert first != second and json.load(open(first))["machine"]["git_commit"] == "abc"
+
+
+torch = pytest.importorskip("torch")
+
+
+@pytest.mark.parametrize("name", [s.name for s in jax_bench.MODELS])
+def test_torch_twins_have_the_jaxvision_parameter_counts(name):
+    from benchmarks.torch_models import build_torch_model, parameter_count
+
+    spec = jax_bench.MODELS_BY_NAME[name]
+    state = jax.eval_shape(lambda: jax_bench.build(spec, 1, "float32")[1])
+    expected = sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(state.params))
+    assert parameter_count(build_torch_model(name, spec.num_classes)) == expected
+
+
+def test_torch_row_and_ratio_in_the_table(mlp_row):
+    from benchmarks.torch_models import bench_torch
+
+    torch_row = bench_torch("mlp", (28, 28, 1), 10, 4, repeats=1, warmup=1)
+    assert torch_row["parameters"] == mlp_row["parameters"]
+    assert "x |" in report.throughput_table([mlp_row, torch_row])
