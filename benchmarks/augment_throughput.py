@@ -6,42 +6,29 @@ Times, on one batch (default 256 images of 32x32x3), each jitted and synced with
   train step + aug:   ``train_step`` with the pipeline inside it.
 Each is warmed up (compiled) first, then repeated; the median is reported with min and max.
 
-  python benchmarks/augment_throughput.py
-  python benchmarks/augment_throughput.py --augment flip,crop:4 --model simple_cnn --repeats 50
+  python -m benchmarks.augment_throughput
+  python -m benchmarks.augment_throughput --augment flip,crop:4 --model simple_cnn --repeats 50
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import jax
 import numpy as np
 
+from benchmarks.timing import Timing, time_function
 from jaxvision import augment, models
 from jaxvision.optimizers import make_optimizer
 from jaxvision.train import Batch, create_train_state, train_step
 
 
-def _time(function, repeats: int, warmup: int) -> list[float]:
-    for _ in range(warmup):
-        jax.block_until_ready(function())
-    seconds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(function())
-        seconds.append(time.perf_counter() - start)
-    return seconds
-
-
-def _report(name: str, seconds: list[float], images: int) -> float:
-    median = statistics.median(seconds)
+def _report(name: str, timing: Timing, images: int) -> float:
     print(
-        f"{name:<36} median {median * 1e3:8.2f} ms (min {min(seconds) * 1e3:.2f}, max {max(seconds) * 1e3:.2f})"
-        f"  {images / median:>12,.0f} images/s"
+        f"{name:<36} median {timing.median * 1e3:8.2f} ms (min {timing.min * 1e3:.2f}, max {timing.max * 1e3:.2f})"
+        f"  {images / timing.median:>12,.0f} images/s"
     )
-    return median
+    return timing.median
 
 
 def main() -> None:
@@ -63,8 +50,8 @@ def main() -> None:
     print(f"{jax.default_backend()} ({jax.device_count()} device), batch {args.batch_size} x {shape}, spec {pipeline.spec!r}")
 
     augment_jitted = jax.jit(pipeline)
-    seconds = _time(lambda: augment_jitted(key, batch).images, args.repeats, args.warmup)
-    augment_median = _report("augment (fused pipeline)", seconds, args.batch_size)
+    timing = time_function(lambda: augment_jitted(key, batch).images, repeats=args.repeats, warmup=args.warmup)
+    augment_median = _report("augment (fused pipeline)", timing, args.batch_size)
 
     model = models.get_model(args.model, num_classes=10)
     optimizer = make_optimizer("adam", 1e-3)
@@ -72,8 +59,8 @@ def main() -> None:
     for name, augment_fn in (("train step, no augmentation", None), ("train step + augmentation", pipeline)):
         state = create_train_state(model, shape, optimizer, key, augment=augment_fn)
         # The same state every call: the timing is of one step, not of a changing run.
-        seconds = _time(lambda: train_step(state, batch, key)[1]["loss"], args.repeats, args.warmup)
-        results[name] = _report(f"{name} ({args.model})", seconds, args.batch_size)
+        timing = time_function(lambda: train_step(state, batch, key)[1]["loss"], repeats=args.repeats, warmup=args.warmup)
+        results[name] = _report(f"{name} ({args.model})", timing, args.batch_size)
     step = results["train step, no augmentation"]
     print(
         f"augmentation costs {augment_median / step:.2f}x a {args.model} step alone; inside the step it adds "

@@ -10,7 +10,7 @@ Each timing warms up (compiles) first, blocks on the result, and takes the media
 It prints ms per step for the whole population and the crossover: the smallest N from which vmap is
 faster than the Python loop. Usage:
 
-    python benchmarks/population_vs_loop.py --models mlp,lenet5 --sizes 1,2,4,8,16 --json out.json
+    python -m benchmarks.population_vs_loop --models mlp,lenet5 --sizes 1,2,4,8,16 --json out.json
 """
 
 from __future__ import annotations

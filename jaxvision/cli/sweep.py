@@ -58,14 +58,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _format_table(rows: list[dict], varied: list[str]) -> str:
-    columns = ["member", *varied, "best_epoch", "val_accuracy", "test_accuracy"]
+    columns = ["member", *varied, "best_epoch", "val_loss", "val_accuracy", "test_accuracy"]
     header = " ".join(f"{c:>14}" for c in columns)
     lines = [header]
     for row in rows:
         cells = []
         for c in columns:
             value = row.get(c, "")
-            cells.append(f"{value:>14.4f}" if isinstance(value, float) and c.endswith("accuracy") else f"{value!s:>14}")
+            cells.append(f"{value:>14.4f}" if isinstance(value, float) and c.startswith(("val_", "test_")) else f"{value!s:>14}")
         lines.append(" ".join(cells))
     return "\n".join(lines)
 
@@ -138,7 +138,8 @@ def run(args: argparse.Namespace) -> int:
     print(_format_table(rows, varied))
     best = rows[result.best_member]
     print(
-        f"best member on validation: #{result.best_member} (val accuracy {best['val_accuracy']:.4f}, test {best['test_accuracy']:.4f})"
+        f"best member (lowest validation loss): #{result.best_member} (val loss {best['val_loss']:.4f}, "
+        f"val accuracy {best['val_accuracy']:.4f}, test {best['test_accuracy']:.4f})"
         f" | ensemble of {len(rows)}: test accuracy {result.test['ensemble_accuracy']:.4f}, loss {result.test['ensemble_loss']:.4f}"
     )
     summary = {
