@@ -1,15 +1,10 @@
-"""Layers the models share: dropout whose rate may be traced, fast non-overlapping pooling, and a
-convolution whose weight gradient is fast on XLA:CPU."""
+"""Layers the models share: dropout whose rate may be traced, and fast non-overlapping pooling."""
 
 from __future__ import annotations
-
-import functools
-from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from jax import lax
 
 
 class Dropout(nn.Module):
@@ -59,112 +54,3 @@ def pool_2d(x: jax.Array, window: int, *, kind: str = "max") -> jax.Array:
     if kind == "avg":
         return jnp.mean(x, axis=(2, 4))
     raise ValueError(f"Unknown pooling kind {kind!r}: expected 'max' or 'avg'.")
-
-
-# --- convolution with a fast weight gradient on CPU --------------------------------------------------
-#
-# XLA:CPU computes the gradient of a convolution with respect to its kernel as one more convolution in
-# which the batch is the contracted "feature" axis and the output map is the "kernel" (e.g. a 24x24
-# window sliding over 26x26 to give 3x3). Its CPU emitter runs that shape at a few GFLOP/s: on
-# SimpleCNN's conv 32->64 at batch 128 it takes 2.4x the time of the forward convolution and half of
-# the whole train step. The same gradient is a sum over the kernel taps of one matrix product each,
-# ``dW[i, j] = x_shifted(i, j)^T @ dy`` with the batch and spatial axes contracted, and XLA runs
-# those products through its GEMM at full speed (benchmarks/README.md has the measurements).
-# The forward convolution and the input gradient stay XLA's own, which are fast. With few input
-# channels (LeNet-5's 1->6 and 6->16) XLA's kernel gradient is already fast and the per-tap products
-# are too thin to pay for their slices, so those keep XLA's gradient too.
-
-_NHWC = ("NHWC", "HWIO", "NHWC")
-_MIN_TAP_GEMM_IN_FEATURES = 16
-
-
-def _taps(x: jax.Array, kernel_size: Sequence[int], strides, padding, dilation, out_size) -> list[jax.Array]:
-    """For every kernel tap (i, j), the input pixels it multiplies: [batch, out_h, out_w, channels]."""
-    x = jnp.pad(x, ((0, 0), tuple(padding[0]), tuple(padding[1]), (0, 0)))
-    (sh, sw), (dh, dw), (oh, ow) = strides, dilation, out_size
-    return [
-        x[:, i * dh : i * dh + (oh - 1) * sh + 1 : sh, j * dw : j * dw + (ow - 1) * sw + 1 : sw, :]
-        for i in range(kernel_size[0])
-        for j in range(kernel_size[1])
-    ]
-
-
-def _xla_conv(x, kernel, strides, padding, dilation, precision):
-    return lax.conv_general_dilated(
-        x, kernel, strides, padding, rhs_dilation=dilation, dimension_numbers=_NHWC, precision=precision
-    )
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
-def _conv_nhwc(x, kernel, strides, padding, dilation, precision):
-    return _xla_conv(x, kernel, strides, padding, dilation, precision)
-
-
-def _conv_nhwc_forward(x, kernel, strides, padding, dilation, precision):
-    return _conv_nhwc(x, kernel, strides, padding, dilation, precision), (x, kernel)
-
-
-def _conv_nhwc_backward(strides, padding, dilation, precision, residuals, grad):
-    x, kernel = residuals
-    _, input_vjp = jax.vjp(lambda v: _xla_conv(v, kernel, strides, padding, dilation, precision), x)
-    (grad_x,) = input_vjp(grad)
-    kh, kw, in_features, out_features = kernel.shape
-    taps = _taps(x, (kh, kw), strides, padding, dilation, grad.shape[1:3])
-    grad_flat = grad.reshape(-1, out_features)
-    grad_kernel = jnp.stack(
-        [jnp.dot(tap.reshape(-1, in_features).T, grad_flat, precision=precision) for tap in taps]
-    ).reshape(kernel.shape)
-    return grad_x, grad_kernel.astype(kernel.dtype)
-
-
-_conv_nhwc.defvjp(_conv_nhwc_forward, _conv_nhwc_backward)
-
-
-def conv_general_dilated(
-    lhs: jax.Array,
-    rhs: jax.Array,
-    window_strides: Sequence[int],
-    padding: str | Sequence[tuple[int, int]],
-    lhs_dilation: Sequence[int] | None = None,
-    rhs_dilation: Sequence[int] | None = None,
-    dimension_numbers=None,
-    feature_group_count: int = 1,
-    batch_group_count: int = 1,
-    precision=None,
-    preferred_element_type=None,
-) -> jax.Array:
-    """``lax.conv_general_dilated`` with the kernel gradient computed as one GEMM per kernel tap on CPU.
-
-    A drop-in for ``nn.Conv(..., conv_general_dilated=conv_general_dilated)`` (see ``Conv``): same
-    arguments, same values (to float rounding). The fast path covers 2-D NHWC/HWIO convolutions of
-    any stride, padding and kernel dilation with at least 16 input channels, without input dilation
-    or feature/batch groups, on the CPU backend; everything else, and every other backend, goes
-    straight to ``lax``.
-    """
-    lax_call = functools.partial(
-        lax.conv_general_dilated, lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
-        rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers, feature_group_count=feature_group_count,
-        batch_group_count=batch_group_count, precision=precision, preferred_element_type=preferred_element_type,
-    )
-    if (
-        jax.default_backend() != "cpu"
-        or lhs.ndim != 4
-        or feature_group_count != 1
-        or batch_group_count != 1
-        or rhs.shape[2] < _MIN_TAP_GEMM_IN_FEATURES
-        or preferred_element_type is not None
-        or any(d != 1 for d in (lhs_dilation or (1, 1)))
-        or lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
-        != lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC)
-    ):
-        return lax_call()
-    dilation = tuple(rhs_dilation or (1, 1))
-    if isinstance(padding, str):
-        window = [(k - 1) * d + 1 for k, d in zip(rhs.shape[:2], dilation)]
-        padding = lax.padtype_to_pads(lhs.shape[1:3], window, window_strides, padding)
-    padding = tuple((int(low), int(high)) for low, high in padding)
-    return _conv_nhwc(lhs, rhs, tuple(window_strides), padding, dilation, precision)
-
-
-Conv = functools.partial(nn.Conv, conv_general_dilated=conv_general_dilated)
-Conv.__doc__ = """``flax.linen.Conv`` with ``conv_general_dilated`` above: same parameters and names, faster on CPU."""
