@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
+from jaxvision.fit import check_epochs_and_patience
 from jaxvision.losses import hard_labels, predicted_classes
 from jaxvision.population import (
     STRATEGIES,
@@ -299,10 +300,7 @@ def fit_population(
     Returns:
       A PopulationResult.
     """
-    if epochs < 1:
-        raise ValueError(f"Invalid epochs={epochs}: expected a positive integer, e.g. 10.")
-    if patience is not None and patience < 1:
-        raise ValueError(f"Invalid patience={patience}: expected a positive integer, or None to disable early stopping.")
+    check_epochs_and_patience(epochs, patience)
     if strategy not in (*STRATEGIES, "auto"):
         raise ValueError(f"Unknown strategy {strategy!r}: expected one of {', '.join(STRATEGIES)}, auto.")
     images, labels = (jnp.asarray(a) for a in data.arrays("train"))

@@ -49,6 +49,14 @@ class FitResult:
     train_images_per_second: float
 
 
+def check_epochs_and_patience(epochs: int, patience: int | None) -> None:
+    """Raises ValueError, saying how to fix it, for epochs < 1 or patience < 1 (None is allowed)."""
+    if epochs < 1:
+        raise ValueError(f"Invalid epochs={epochs}: expected a positive integer, e.g. 10.")
+    if patience is not None and patience < 1:
+        raise ValueError(f"Invalid patience={patience}: expected a positive integer, or None to disable early stopping.")
+
+
 def evaluate(
     state: TrainState, batches: Iterable[Batch], *, step: Callable[[TrainState, Batch], Metrics] = eval_step
 ) -> dict[str, float]:
@@ -95,10 +103,7 @@ def fit(
     Returns:
       A FitResult.
     """
-    if epochs < 1:
-        raise ValueError(f"Invalid epochs={epochs}: expected a positive integer, e.g. 10.")
-    if patience is not None and patience < 1:
-        raise ValueError(f"Invalid patience={patience}: expected a positive integer, or None to disable early stopping.")
+    check_epochs_and_patience(epochs, patience)
     history: dict[str, list[float]] = {k: [] for k in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds")}
     best_state, best_epoch, best_loss = state, -1, np.inf
     stopped_early = False
