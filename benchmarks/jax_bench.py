@@ -30,6 +30,7 @@ MODELS: tuple[ModelSpec, ...] = (
     ModelSpec("mlp", (28, 28, 1), 10),
     ModelSpec("lenet5", (28, 28, 1), 10),
     ModelSpec("simple_cnn", (28, 28, 1), 10),
+    ModelSpec("mnist_cnn", (28, 28, 1), 10),
     ModelSpec("resnet20", (32, 32, 3), 10),
     ModelSpec("vgg11_cifar", (32, 32, 3), 10),
     # ImageNet-sized: minutes per step on a 2-core CPU, so only with --models on CPU.

@@ -57,6 +57,20 @@ class SimpleCNN(nn.Module):
         return self.fc2(self.dropout2(F.relu(self.fc1(x))))
 
 
+class MnistCNN(nn.Module):
+    """conv 24@5x5, pool, conv 32@3x3, pool, dense 256, dense classes, "same" padding."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(1, 24, 5, padding=2), nn.Conv2d(24, 32, 3, padding=1)
+        self.fc1, self.fc2 = nn.Linear(7 * 7 * 32, 256), nn.Linear(256, num_classes)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        return self.fc2(F.relu(self.fc1(x.permute(0, 2, 3, 1).flatten(1))))
+
+
 class _Block(nn.Module):
     """Basic or bottleneck residual block (stride on the 3x3, "v1.5"), as jaxvision.models.resnet."""
 
@@ -131,6 +145,7 @@ TORCH_MODELS = {
     "mlp": MLP,
     "lenet5": LeNet5,
     "simple_cnn": SimpleCNN,
+    "mnist_cnn": MnistCNN,
     "resnet20": lambda num_classes=10: ResNet((3, 3, 3), (16, 32, 64), small_input=True, num_classes=num_classes,
                                              shortcut="zero_pad"),
     "vgg11_cifar": VGG11Cifar,

@@ -91,3 +91,25 @@ def test_torch_row_and_ratio_in_the_table(mlp_row):
     torch_row = bench_torch("mlp", (28, 28, 1), 10, 4, repeats=1, warmup=1)
     assert torch_row["parameters"] == mlp_row["parameters"]
     assert "x |" in report.throughput_table([mlp_row, torch_row])
+
+
+def test_time_to_accuracy_loop_learns_a_separable_toy_problem():
+    from benchmarks import time_to_accuracy as tta
+
+    # Class = which half of the image is bright: learnable in a few steps, so the loop must stop early.
+    rng = np.random.default_rng(0)
+
+    def split(n):
+        labels = rng.integers(0, 2, n).astype(np.int32)
+        images = rng.normal(size=(n, 28, 28, 1)).astype(np.float32) * 0.1
+        images[labels == 1, :14] += 1.0
+        images[labels == 0, 14:] += 1.0
+        return images, labels
+
+    (train_x, train_y), (test_x, test_y) = split(512), split(200)
+    data = {"train_x": train_x, "train_y": train_y, "test_x": test_x, "test_y": test_y}
+    recipe = tta.Recipe("mnist_cnn", batch_size=64, learning_rate=3e-3, epochs=3)
+    row = tta.run_jax(data, recipe, seed=0, target=0.99, eval_batch_size=100)
+    assert row["reached_target"] and row["epochs_run"] < 3 and row["test_accuracy"] >= 0.99
+    with pytest.raises(ValueError, match="does not divide the 200 test examples"):
+        tta.run_jax(data, recipe, seed=0, target=0.99, eval_batch_size=300)

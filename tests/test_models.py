@@ -32,13 +32,17 @@ def count_params(model: nn.Module, input_shape) -> int:
         # conv 32*(3*3*1)+32 = 320; conv 64*(3*3*32)+64 = 18,496; 12*12*64 = 9,216 -> 128: 1,179,776;
         # 128*10+10 = 1,290; total 1,199,882 (pytorch/examples/mnist's Net)
         (models.SimpleCNN(num_classes=10), (28, 28, 1), 1_199_882),
+        # conv 24*(5*5*1)+24 = 624; conv 32*(3*3*24)+32 = 6,944; 7*7*32 = 1,568 -> 256: 401,664;
+        # 256*10+10 = 2,570; total 411,802
+        (models.MnistCNN(num_classes=10), (28, 28, 1), 411_802),
     ],
 )
 def test_parameter_counts_match_hand_arithmetic(model, input_shape, expected):
     assert count_params(model, input_shape) == expected
 
 
-@pytest.mark.parametrize("name, input_shape", [("perceptron", (8, 8, 1)), ("mlp", (8, 8, 1)), ("lenet5", (28, 28, 1)), ("simple_cnn", (28, 28, 1))])
+@pytest.mark.parametrize("name, input_shape", [("perceptron", (8, 8, 1)), ("mlp", (8, 8, 1)), ("lenet5", (28, 28, 1)), ("simple_cnn", (28, 28, 1)),
+                                                   ("mnist_cnn", (28, 28, 1))])
 def test_every_core_model_gives_logits_per_example_under_jit_and_vmap(name, input_shape):
     model = models.get_model(name, num_classes=7)
     images = jax.random.normal(jax.random.key(1), (5, *input_shape))

@@ -115,6 +115,22 @@ def test_zoo_lenet5_matches_torch():
     _assert_parity(get_model("lenet5"), TorchLeNet5(), (28, 28, 1), batch=3)
 
 
+class TorchMnistCNN(tnn.Module):
+    def __init__(self, num_classes=10):
+        super().__init__()
+        self.Conv_0, self.Conv_1 = tnn.Conv2d(1, 24, 5, padding=2), tnn.Conv2d(24, 32, 3, padding=1)
+        self.Dense_0, self.Dense_1 = tnn.Linear(7 * 7 * 32, 256), tnn.Linear(256, num_classes)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.Conv_0(x)), 2)
+        x = F.max_pool2d(F.relu(self.Conv_1(x)), 2)
+        return self.Dense_1(F.relu(self.Dense_0(_flatten_nhwc(x))))
+
+
+def test_zoo_mnist_cnn_matches_torch():
+    _assert_parity(get_model("mnist_cnn"), TorchMnistCNN(), (28, 28, 1), batch=3)
+
+
 # --- AlexNet -------------------------------------------------------------------------------------
 
 

@@ -6,6 +6,7 @@ from jaxvision.models.conv_arithmetic import LayerSpec, conv_output_size, output
 from jaxvision.models.layers import Dropout, pool_2d
 from jaxvision.models.lenet import LeNet5
 from jaxvision.models.mlp import MLP
+from jaxvision.models.mnist_cnn import MnistCNN
 from jaxvision.models.perceptron import Perceptron
 from jaxvision.models.registry import default_num_classes, get_model, list_models, register_model
 from jaxvision.models.resnet import ResNet
@@ -22,6 +23,7 @@ __all__ = [
     "LeNet5",
     "LocalResponseNorm",
     "MLP",
+    "MnistCNN",
     "Maxout",
     "ModelSummary",
     "Perceptron",

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxvision.models.activations import get_activation
+from jaxvision.models.conv import Conv
 from jaxvision.models.layers import Dropout, pool_2d
 
 
@@ -36,7 +37,8 @@ class LeNet5(nn.Module):
         """Maps ``[batch, 28, 28, channels]`` to logits ``[batch, num_classes]``."""
         activation = get_activation(self.activation)
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        x = activation(nn.Conv(6, (5, 5), padding=2, **kw)(x))
+        # 1 -> 6 channels: XLA:CPU's convolution is slow here, the patch product is not (models/conv.py).
+        x = activation(Conv(6, (5, 5), padding=2, **kw)(x))
         x = pool_2d(x, 2, kind=self.pooling)
         x = activation(nn.Conv(16, (5, 5), padding="VALID", **kw)(x))
         x = pool_2d(x, 2, kind=self.pooling)

@@ -14,6 +14,7 @@ from jaxvision.models import resnet
 from jaxvision.models.alexnet import AlexNet
 from jaxvision.models.lenet import LeNet5
 from jaxvision.models.mlp import MLP
+from jaxvision.models.mnist_cnn import MnistCNN
 from jaxvision.models.perceptron import Perceptron
 from jaxvision.models.simple_cnn import SimpleCNN
 from jaxvision.models.vgg import VGG
@@ -42,6 +43,7 @@ _MODELS: dict[str, ModelConstructor] = {
     "mlp": MLP,
     "lenet5": LeNet5,
     "simple_cnn": SimpleCNN,
+    "mnist_cnn": MnistCNN,
     # AlexNet: torchvision's single-tower layout; the 2012 paper's (LRN, two groups); 32x32 inputs.
     "alexnet": AlexNet,
     "alexnet_2012": functools.partial(AlexNet, widths=(96, 256, 384, 384, 256), local_response_norm=True, groups=2),

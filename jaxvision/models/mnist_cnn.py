@@ -1,0 +1,50 @@
+"""A small, fast MNIST network: two convolution + max-pool stages and one hidden dense layer."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxvision.models.activations import get_activation
+from jaxvision.models.layers import Dropout, pool_2d
+
+
+class MnistCNN(nn.Module):
+    """conv 24@5x5, pool 2, conv 32@3x3, pool 2, dense 256, dense classes ("same" padding throughout).
+
+    On 28x28x1 the maps are 28x28x24 -> 14x14x24 -> 14x14x32 -> 7x7x32, and the network has 411,802
+    parameters, almost all of them in the hidden dense layer. It costs ~4.5 MFLOPs per image forward
+    (SimpleCNN: ~24) and is the network of the time-to-99% benchmark: one epoch of Adam with a
+    one-cycle schedule (peak lr 6e-3, batch 64) takes it past 99% MNIST test accuracy.
+
+    Attributes:
+      num_classes: logits out.
+      features: channels of the two convolutions.
+      kernel_sizes: their square kernel sizes.
+      hidden_size: width of the hidden dense layer.
+      activation: name in ``jaxvision.models.ACTIVATIONS``.
+      dropout_rate: dropout on the hidden dense layer's output, in [0, 1).
+    """
+
+    num_classes: int = 10
+    features: Sequence[int] = (24, 32)
+    kernel_sizes: Sequence[int] = (5, 3)
+    hidden_size: int = 256
+    activation: str = "relu"
+    dropout_rate: float = 0.0
+    dtype: jnp.dtype | None = None
+    param_dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+        """Maps ``[batch, height, width, channels]`` to logits ``[batch, num_classes]``."""
+        activation = get_activation(self.activation)
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        for features, size in zip(self.features, self.kernel_sizes, strict=True):
+            x = pool_2d(activation(nn.Conv(features, (size, size), padding="SAME", **kw)(x)), 2, kind="max")
+        x = activation(nn.Dense(self.hidden_size, **kw)(x.reshape(x.shape[0], -1)))
+        x = Dropout(self.dropout_rate)(x, train=train)
+        return nn.Dense(self.num_classes, **kw)(x)

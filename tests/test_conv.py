@@ -1,0 +1,76 @@
+"""The few-channel convolution path against lax.conv_general_dilated (values and gradients) and PyTorch."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxvision.models import conv as conv_module
+from jaxvision.models.conv import Conv, conv_general_dilated, patch_conv_2d
+
+_NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+def _lax(x, w, strides, padding, dilation):
+    return jax.lax.conv_general_dilated(x, w, strides, padding, rhs_dilation=dilation, dimension_numbers=_NHWC)
+
+
+@pytest.mark.parametrize("in_channels", [1, 3])
+@pytest.mark.parametrize(
+    "kernel, strides, padding, dilation",
+    [((5, 5), (1, 1), "SAME", (1, 1)), ((3, 3), (1, 1), "VALID", (1, 1)), ((7, 7), (2, 2), ((3, 3), (3, 3)), (1, 1)),
+     ((3, 2), (2, 1), ((0, 1), (2, 0)), (2, 1))],
+)
+def test_patch_conv_matches_lax_values_and_gradients(in_channels, kernel, strides, padding, dilation):
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(2, 11, 13, in_channels)).astype(np.float32))
+    w = jnp.asarray(rng.normal(size=(*kernel, in_channels, 5)).astype(np.float32))
+    ours = patch_conv_2d(x, w, strides, padding, dilation)
+    theirs = _lax(x, w, strides, padding, dilation)
+    assert ours.shape == theirs.shape
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)
+    dy = jnp.asarray(rng.normal(size=theirs.shape).astype(np.float32))
+    grads = jax.vjp(lambda a, b: patch_conv_2d(a, b, strides, padding, dilation), x, w)[1](dy)
+    expected = jax.vjp(lambda a, b: _lax(a, b, strides, padding, dilation), x, w)[1](dy)
+    for g, e in zip(grads, expected):
+        np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4)
+
+
+def test_conv_module_takes_the_patch_path_for_few_channels_only(monkeypatch):
+    calls = []
+    monkeypatch.setattr(conv_module, "patch_conv_2d", lambda *a, **k: calls.append(a[0].shape[-1]) or patch_conv_2d(*a, **k))
+    for channels in (1, 3, 4, 5, 16):
+        x = jnp.ones((1, 8, 8, channels))
+        Conv(2, (3, 3)).init(jax.random.key(0), x)
+    assert calls == [1, 3, 4]
+
+
+def test_conv_module_has_nn_conv_parameters_and_outputs():
+    x = jax.random.normal(jax.random.key(1), (2, 9, 9, 3))
+    ours, theirs = Conv(4, (3, 3), strides=2, padding=1), nn.Conv(4, (3, 3), strides=2, padding=1)
+    variables = theirs.init(jax.random.key(0), x)
+    assert jax.tree.structure(ours.init(jax.random.key(0), x)) == jax.tree.structure(variables)
+    np.testing.assert_allclose(ours.apply(variables, x), theirs.apply(variables, x), rtol=1e-5, atol=1e-5)
+
+
+def test_grouped_or_dilated_input_convolutions_fall_back_to_lax():
+    x = jnp.ones((1, 6, 6, 2))
+    w = jnp.ones((3, 3, 1, 4))
+    out = conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=_NHWC, feature_group_count=2)
+    np.testing.assert_allclose(out, jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=_NHWC,
+                                                                 feature_group_count=2))
+    out = conv_general_dilated(x, jnp.ones((3, 3, 2, 4)), (1, 1), ((0, 0), (0, 0)), lhs_dilation=(2, 2),
+                               dimension_numbers=_NHWC)
+    assert out.shape == (1, 9, 9, 4)
+
+
+def test_patch_conv_matches_torch():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(3, 28, 28, 1)).astype(np.float32)
+    w = rng.normal(size=(5, 5, 1, 6)).astype(np.float32)
+    theirs = torch.nn.functional.conv2d(torch.from_numpy(x).permute(0, 3, 1, 2),
+                                        torch.from_numpy(w).permute(3, 2, 0, 1), padding=2)
+    ours = patch_conv_2d(jnp.asarray(x), jnp.asarray(w), (1, 1), "SAME")
+    np.testing.assert_allclose(ours, theirs.permute(0, 2, 3, 1).numpy(), rtol=1e-4, atol=1e-4)
