@@ -33,7 +33,15 @@ import optax
 from flax import struct
 
 from jaxvision.losses import Loss
-from jaxvision.train import Batch, BatchAugment, Metrics, TrainState, create_train_state, train_step_unjitted
+from jaxvision.train import (
+    INIT_COMPILER_OPTIONS,
+    Batch,
+    BatchAugment,
+    Metrics,
+    TrainState,
+    create_train_state,
+    train_step_unjitted,
+)
 
 # "vmap": all members as one batched program; "loop": one jitted single-member step per member,
 # called one after another from Python (N sequential runs in lockstep).
@@ -173,9 +181,12 @@ def create_population(
     if not members:
         raise ValueError("A population needs at least one member, e.g. members=member_grid([0, 1, 2]).")
     # One compiled initialisation called per member: vmapping it over keys compiles far slower on
-    # XLA:CPU (batched threefry), and this way member i is bit for bit a single run's initial state.
+    # XLA:CPU (batched threefry), and compiled as create_train_state compiles it, member i is bit for
+    # bit a single run's initial state.
     initialize = jax.jit(lambda key: create_train_state(model, input_shape, optimizer, key, loss=loss, augment=augment))
-    state = stack_states([initialize(member_keys(m.seed)[0]) for m in members])
+    keys = [member_keys(m.seed)[0] for m in members]
+    initialize = initialize.lower(keys[0]).compile(compiler_options=INIT_COMPILER_OPTIONS)
+    state = stack_states([initialize(key) for key in keys])
     opt_state = state.opt_state
     for name in _OPTIMIZER_HYPERPARAMS:
         values = [getattr(m, name) for m in members]

@@ -68,6 +68,10 @@ class TrainState(train_state.TrainState):
         return {"params": self.params}
 
 
+# How initialisations compile (create_train_state, create_population): see create_train_state.
+INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0}
+
+
 def create_train_state(
     model: nn.Module,
     input_shape: Sequence[int],
@@ -90,19 +94,29 @@ def create_train_state(
     Returns:
       A TrainState at step 0.
     """
-    params_key, dropout_key = jax.random.split(key)
-    dummy = jnp.zeros((1, *input_shape), jnp.float32)
-    variables = jax.jit(lambda k1, k2: model.init({"params": k1, "dropout": k2}, dummy, train=False))(
-        params_key, dropout_key
-    )
-    return TrainState.create(
-        apply_fn=model.apply,
-        params=variables["params"],
-        tx=optimizer,
-        batch_stats=variables.get("batch_stats", {}),
-        loss_fn=get_loss(loss),
-        augment_fn=augment,
-    )
+    loss_fn = get_loss(loss)
+
+    # One program for the initialisation and the optimiser state (run eagerly, optax's init is one
+    # small dispatch per leaf and moment), compiled without XLA's backend optimisations: it runs once,
+    # and optimising the threefry RNG of every initialiser dominates its compile time (MnistCNN on a
+    # 2-core CPU: 1.9 s optimised against 0.6 s, for a 40 ms instead of 8 ms run).
+    @jax.jit
+    def initialize(key: jax.Array) -> TrainState:
+        params_key, dropout_key = jax.random.split(key)
+        dummy = jnp.zeros((1, *input_shape), jnp.float32)
+        variables = model.init({"params": params_key, "dropout": dropout_key}, dummy, train=False)
+        return TrainState.create(
+            apply_fn=model.apply,
+            params=variables["params"],
+            tx=optimizer,
+            batch_stats=variables.get("batch_stats", {}),
+            loss_fn=loss_fn,
+            augment_fn=augment,
+        )
+
+    if isinstance(key, jax.core.Tracer):  # inside someone's jit or vmap: part of their program
+        return initialize(key)
+    return initialize.lower(key).compile(compiler_options=INIT_COMPILER_OPTIONS)(key)
 
 
 def _masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:

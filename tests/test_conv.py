@@ -74,3 +74,18 @@ def test_patch_conv_matches_torch():
                                         torch.from_numpy(w).permute(3, 2, 0, 1), padding=2)
     ours = patch_conv_2d(jnp.asarray(x), jnp.asarray(w), (1, 1), "SAME")
     np.testing.assert_allclose(ours, theirs.permute(0, 2, 3, 1).numpy(), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("strides, padding", [((1, 1), "SAME"), ((2, 2), ((3, 3), (3, 3))), ((1, 2), "VALID")])
+def test_conv_general_dilated_gradients_match_lax(strides, padding):
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.normal(size=(2, 12, 10, 3)).astype(np.float32))
+    w = jnp.asarray(rng.normal(size=(5, 5, 3, 4)).astype(np.float32))
+
+    def loss(conv, a, b):
+        return jnp.sum(jnp.sin(conv(a, b, strides, padding, dimension_numbers=_NHWC)))
+
+    ours = jax.grad(lambda a, b: loss(conv_general_dilated, a, b), argnums=(0, 1))(x, w)
+    theirs = jax.grad(lambda a, b: loss(jax.lax.conv_general_dilated, a, b), argnums=(0, 1))(x, w)
+    for g, e in zip(ours, theirs):
+        np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4)

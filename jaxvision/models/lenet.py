@@ -37,7 +37,7 @@ class LeNet5(nn.Module):
         """Maps ``[batch, 28, 28, channels]`` to logits ``[batch, num_classes]``."""
         activation = get_activation(self.activation)
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        # 1 -> 6 channels: XLA:CPU's convolution is slow here, the patch product is not (models/conv.py).
+        # The first layer's few input channels take models/conv.py's faster CPU path.
         x = activation(Conv(6, (5, 5), padding=2, **kw)(x))
         x = pool_2d(x, 2, kind=self.pooling)
         x = activation(nn.Conv(16, (5, 5), padding="VALID", **kw)(x))

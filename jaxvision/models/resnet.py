@@ -14,6 +14,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxvision.models.conv import Conv
+
 _BLOCKS = ("basic", "bottleneck")
 _SHORTCUTS = ("projection", "zero_pad")
 
@@ -112,7 +114,7 @@ class ResNet(nn.Module):
             )
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         if self.small_input:
-            x = nn.Conv(self.widths[0], (3, 3), padding=1, use_bias=False, name="stem_conv", **kw)(x)
+            x = Conv(self.widths[0], (3, 3), padding=1, use_bias=False, name="stem_conv", **kw)(x)
         else:
             x = nn.Conv(self.widths[0], (7, 7), strides=(2, 2), padding=3, use_bias=False, name="stem_conv", **kw)(x)
         x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name="stem_bn", **kw)(x)

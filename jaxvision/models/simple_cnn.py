@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxvision.models.activations import get_activation
+from jaxvision.models.conv import Conv
 from jaxvision.models.layers import Dropout, pool_2d
 
 
@@ -35,7 +36,7 @@ class SimpleCNN(nn.Module):
         """Maps ``[batch, height, width, channels]`` to logits ``[batch, num_classes]``."""
         activation = get_activation(self.activation)
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        x = activation(nn.Conv(32, (3, 3), padding="VALID", **kw)(x))
+        x = activation(Conv(32, (3, 3), padding="VALID", **kw)(x))
         x = activation(nn.Conv(64, (3, 3), padding="VALID", **kw)(x))
         x = pool_2d(x, 2, kind="max")
         x = Dropout(self.conv_dropout_rate)(x, train=train)
