@@ -27,25 +27,15 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxvision.models.conv import NHWC_DIMENSIONS, explicit_padding, is_plain_nhwc_conv, kernel_taps
 
-_NHWC = ("NHWC", "HWIO", "NHWC")
+
 _MIN_TAP_GEMM_IN_FEATURES = 16
-
-
-def _taps(x: jax.Array, kernel_size: Sequence[int], strides, padding, dilation, out_size) -> list[jax.Array]:
-    """For every kernel tap (i, j), the input pixels it multiplies: [batch, out_h, out_w, channels]."""
-    x = jnp.pad(x, ((0, 0), tuple(padding[0]), tuple(padding[1]), (0, 0)))
-    (sh, sw), (dh, dw), (oh, ow) = strides, dilation, out_size
-    return [
-        x[:, i * dh : i * dh + (oh - 1) * sh + 1 : sh, j * dw : j * dw + (ow - 1) * sw + 1 : sw, :]
-        for i in range(kernel_size[0])
-        for j in range(kernel_size[1])
-    ]
 
 
 def _xla_conv(x, kernel, strides, padding, dilation, precision):
     return lax.conv_general_dilated(
-        x, kernel, strides, padding, rhs_dilation=dilation, dimension_numbers=_NHWC, precision=precision
+        x, kernel, strides, padding, rhs_dilation=dilation, dimension_numbers=NHWC_DIMENSIONS, precision=precision
     )
 
 
@@ -63,7 +53,7 @@ def _conv_nhwc_backward(strides, padding, dilation, precision, residuals, grad):
     _, input_vjp = jax.vjp(lambda v: _xla_conv(v, kernel, strides, padding, dilation, precision), x)
     (grad_x,) = input_vjp(grad)
     kh, kw, in_features, out_features = kernel.shape
-    taps = _taps(x, (kh, kw), strides, padding, dilation, grad.shape[1:3])
+    taps = kernel_taps(x, (kh, kw), strides, padding, dilation)
     grad_flat = grad.reshape(-1, out_features)
     grad_kernel = jnp.stack(
         [jnp.dot(tap.reshape(-1, in_features).T, grad_flat, precision=precision) for tap in taps]
@@ -100,23 +90,13 @@ def conv_general_dilated(
         rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers, feature_group_count=feature_group_count,
         batch_group_count=batch_group_count, precision=precision, preferred_element_type=preferred_element_type,
     )
-    if (
-        jax.default_backend() != "cpu"
-        or lhs.ndim != 4
-        or feature_group_count != 1
-        or batch_group_count != 1
-        or rhs.shape[2] < _MIN_TAP_GEMM_IN_FEATURES
-        or preferred_element_type is not None
-        or any(d != 1 for d in (lhs_dilation or (1, 1)))
-        or lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
-        != lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC)
+    if rhs.shape[2] < _MIN_TAP_GEMM_IN_FEATURES or not is_plain_nhwc_conv(
+        lhs, rhs, dimension_numbers, lhs_dilation=lhs_dilation, feature_group_count=feature_group_count,
+        batch_group_count=batch_group_count, preferred_element_type=preferred_element_type,
     ):
         return lax_call()
     dilation = tuple(rhs_dilation or (1, 1))
-    if isinstance(padding, str):
-        window = [(k - 1) * d + 1 for k, d in zip(rhs.shape[:2], dilation)]
-        padding = lax.padtype_to_pads(lhs.shape[1:3], window, window_strides, padding)
-    padding = tuple((int(low), int(high)) for low, high in padding)
+    padding = explicit_padding(padding, lhs.shape[1:3], rhs.shape[:2], window_strides, dilation)
     return _conv_nhwc(lhs, rhs, tuple(window_strides), padding, dilation, precision)
 
 

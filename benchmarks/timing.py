@@ -134,19 +134,17 @@ def machine_info() -> dict[str, Any]:
 
         info["versions"]["torch"] = torch.__version__
     except ImportError:
-        pass
+        info["versions"]["torch"] = None  # the compare extra is not installed
     return info
 
 
 def _cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+    except OSError:  # not Linux
+        names = []
+    return names[0] if names else platform.processor()
 
 
 def _loadavg() -> list[float] | None:

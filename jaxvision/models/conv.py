@@ -33,19 +33,50 @@ import jax.numpy as jnp
 from jax import lax
 
 MAX_PATCH_CHANNELS = 4
-_NHWC_SPEC = ((0, 3, 1, 2), (3, 2, 0, 1), (0, 3, 1, 2))  # lhs NHWC, rhs HWIO, out NHWC as (batch/out, feature/in, spatial...)
+NHWC_DIMENSIONS = ("NHWC", "HWIO", "NHWC")
 
 
-def _is_nhwc_hwio(lhs: jax.Array, rhs: jax.Array, dimension_numbers: Any) -> bool:
-    numbers = lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
-    return (tuple(numbers.lhs_spec), tuple(numbers.rhs_spec), tuple(numbers.out_spec)) == _NHWC_SPEC
+def is_plain_nhwc_conv(lhs: jax.Array, rhs: jax.Array, dimension_numbers: Any, *, lhs_dilation: Sequence[int] | None,
+                       feature_group_count: int, batch_group_count: int, preferred_element_type: Any) -> bool:
+    """Whether a ``conv_general_dilated`` call is one the CPU rewrites here (and in benchmarks/fast_conv.py)
+    handle: on the CPU backend, 2-D, NHWC/HWIO/NHWC, no input dilation, no groups, no output dtype."""
+    if jax.default_backend() != "cpu" or lhs.ndim != 4 or feature_group_count != 1 or batch_group_count != 1:
+        return False
+    if preferred_element_type is not None or any(d != 1 for d in (lhs_dilation or (1, 1))):
+        return False
+    return (lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
+            == lax.conv_dimension_numbers(lhs.shape, rhs.shape, NHWC_DIMENSIONS))
 
 
-def _explicit_padding(padding: str | Sequence[tuple[int, int]], in_size: Sequence[int], window: Sequence[int],
-                      strides: Sequence[int]) -> list[tuple[int, int]]:
+def explicit_padding(padding: str | Sequence[tuple[int, int]], in_size: Sequence[int], kernel_size: Sequence[int],
+                     strides: Sequence[int], dilation: Sequence[int]) -> tuple[tuple[int, int], ...]:
+    """``((top, bottom), (left, right))`` for "SAME"/"VALID" or explicit pairs; hashable, for custom_vjp."""
     if isinstance(padding, str):
-        return list(lax.padtype_to_pads(in_size, window, strides, padding))
-    return [tuple(p) for p in padding]
+        window = [(k - 1) * d + 1 for k, d in zip(kernel_size, dilation)]
+        padding = lax.padtype_to_pads(in_size, window, strides, padding)
+    return tuple((int(low), int(high)) for low, high in padding)
+
+
+def kernel_taps(images: jax.Array, kernel_size: Sequence[int], strides: Sequence[int],
+                padding: Sequence[tuple[int, int]], dilation: Sequence[int]) -> list[jax.Array]:
+    """For every kernel tap (i, j), row-major, the input pixels it multiplies: [batch, out_h, out_w, channels].
+
+    Args:
+      images: [batch, height, width, channels].
+      kernel_size: (kh, kw).
+      strides, dilation: (sh, sw) and kernel dilation (dh, dw).
+      padding: explicit ((top, bottom), (left, right)), e.g. from ``explicit_padding``.
+    """
+    (top, bottom), (left, right) = padding
+    padded = jnp.pad(images, ((0, 0), (top, bottom), (left, right), (0, 0)))
+    (kh, kw), (sh, sw), (dh, dw) = kernel_size, strides, dilation
+    out_h = (padded.shape[1] - (kh - 1) * dh - 1) // sh + 1
+    out_w = (padded.shape[2] - (kw - 1) * dw - 1) // sw + 1
+    return [
+        padded[:, i * dh : i * dh + (out_h - 1) * sh + 1 : sh, j * dw : j * dw + (out_w - 1) * sw + 1 : sw, :]
+        for i in range(kh)
+        for j in range(kw)
+    ]
 
 
 def patch_conv_2d(images: jax.Array, kernel: jax.Array, strides: Sequence[int] = (1, 1),
@@ -66,18 +97,9 @@ def patch_conv_2d(images: jax.Array, kernel: jax.Array, strides: Sequence[int] =
       NHWC/HWIO/NHWC.
     """
     kh, kw, in_channels, out_channels = kernel.shape
-    (sh, sw), (dh, dw) = strides, dilation
-    window = ((kh - 1) * dh + 1, (kw - 1) * dw + 1)
-    (top, bottom), (left, right) = _explicit_padding(padding, images.shape[1:3], window, strides)
-    padded = jnp.pad(images, ((0, 0), (top, bottom), (left, right), (0, 0)))
-    out_h = (padded.shape[1] - window[0]) // sh + 1
-    out_w = (padded.shape[2] - window[1]) // sw + 1
+    padding = explicit_padding(padding, images.shape[1:3], (kh, kw), strides, dilation)
     # Column order (i, j, channel) matches the row-major reshape of the HWIO kernel.
-    patches = jnp.concatenate([
-        padded[:, i * dh : i * dh + (out_h - 1) * sh + 1 : sh, j * dw : j * dw + (out_w - 1) * sw + 1 : sw, :]
-        for i in range(kh)
-        for j in range(kw)
-    ], axis=-1)
+    patches = jnp.concatenate(kernel_taps(images, (kh, kw), strides, padding, dilation), axis=-1)
     return lax.dot_general(patches, kernel.reshape(kh * kw * in_channels, out_channels), (((3,), (0,)), ((), ())),
                            precision=precision, preferred_element_type=preferred_element_type)
 
@@ -98,7 +120,7 @@ def _backward(strides, padding, dilation, residuals, output_cotangent):
     # badly; XLA's convolution gradients are fast here, so the backward pass is theirs.
     images, kernel = residuals
     _, vjp = jax.vjp(lambda x, w: lax.conv_general_dilated(x, w, strides, padding, rhs_dilation=dilation,
-                                                           dimension_numbers=("NHWC", "HWIO", "NHWC")), images, kernel)
+                                                           dimension_numbers=NHWC_DIMENSIONS), images, kernel)
     return vjp(output_cotangent)
 
 
@@ -111,14 +133,13 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
                          precision: Any = None, preferred_element_type: Any = None) -> jax.Array:
     """``lax.conv_general_dilated``; for few-channel 2-D NHWC inputs on CPU, the forward pass is
     ``patch_conv_2d`` and the backward pass XLA's convolution gradients."""
-    if (jax.default_backend() == "cpu" and lhs.ndim == 4 and lhs.shape[-1] <= MAX_PATCH_CHANNELS
-            and feature_group_count == 1 and batch_group_count == 1 and precision is None
-            and preferred_element_type is None and all(d == 1 for d in (lhs_dilation or (1, 1)))
-            and _is_nhwc_hwio(lhs, rhs, dimension_numbers)):
+    if (lhs.shape[-1] <= MAX_PATCH_CHANNELS and precision is None
+            and is_plain_nhwc_conv(lhs, rhs, dimension_numbers, lhs_dilation=lhs_dilation,
+                                   feature_group_count=feature_group_count, batch_group_count=batch_group_count,
+                                   preferred_element_type=preferred_element_type)):
         dilation = tuple(rhs_dilation or (1, 1))
-        window = tuple((k - 1) * d + 1 for k, d in zip(rhs.shape[:2], dilation))
-        pads = tuple(_explicit_padding(padding, lhs.shape[1:3], window, tuple(window_strides)))
-        return _patch_forward_xla_backward(lhs, rhs, tuple(window_strides), pads, dilation)
+        padding = explicit_padding(padding, lhs.shape[1:3], rhs.shape[:2], window_strides, dilation)
+        return _patch_forward_xla_backward(lhs, rhs, tuple(window_strides), padding, dilation)
     return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
                                     feature_group_count, batch_group_count, precision, preferred_element_type)
 
