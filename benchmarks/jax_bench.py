@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.fast_conv import with_fast_conv
+from benchmarks.inputs import benchmark_inputs, resolve_source
 from benchmarks.timing import peak_memory_bytes, time_compile, time_function
 from jaxvision.models import get_model, list_models
 from jaxvision.optimizers import make_optimizer
@@ -67,17 +68,19 @@ def with_conv(apply_fn, conv: str):
     return with_fast_conv(apply_fn)
 
 
-def build(spec: ModelSpec, batch_size: int, dtype: str, *, conv: str = "model", seed: int = 0):
-    """(model, train state with SGD momentum, a synthetic on-device Batch, key) for one benchmark row."""
+def build(spec: ModelSpec, batch_size: int, dtype: str, *, conv: str = "model", seed: int = 0,
+          images: str = "synthetic"):
+    """(model, train state with SGD momentum, an on-device Batch, key) for one benchmark row.
+
+    ``images`` is "auto", "mnist" or "synthetic" (``benchmarks.inputs``).
+    """
     overrides = {} if dtype == "float32" else {"dtype": jnp.dtype(dtype)}
     model = get_model(spec.name, num_classes=spec.num_classes, **overrides)
     state = create_train_state(model, spec.input_shape, make_optimizer("momentum", LEARNING_RATE, momentum=MOMENTUM),
                                jax.random.key(seed))
     state = state.replace(apply_fn=with_conv(state.apply_fn, conv))
-    rng = np.random.default_rng(seed)
-    images = rng.standard_normal((batch_size, *spec.input_shape), dtype=np.float32)
-    labels = rng.integers(0, spec.num_classes, batch_size).astype(np.int32)
-    batch = jax.device_put(Batch.of(images, labels))
+    pixels, labels, _ = benchmark_inputs(spec.input_shape, spec.num_classes, batch_size, images, seed=seed)
+    batch = jax.device_put(Batch.of(pixels, labels))
     return model, state, batch, jax.random.key(seed + 1)
 
 
@@ -86,9 +89,11 @@ def parameter_count(state) -> int:
 
 
 def bench_jax(spec: ModelSpec, batch_size: int, dtype: str, *, repeats: int, warmup: int = 2,
-              conv: str = "model") -> dict[str, Any]:
-    """Compile times, train and inference step timings and XLA FLOPs of one (model, batch, dtype)."""
-    _, state, batch, key = build(spec, batch_size, dtype, conv=conv)
+              conv: str = "model", images: str = "synthetic") -> dict[str, Any]:
+    """Compile times, train and inference step timings and XLA FLOPs of one (model, batch, dtype), on
+    ``images`` ("auto", "mnist" or "synthetic", see ``benchmarks.inputs``)."""
+    images = resolve_source(images, spec.input_shape)
+    _, state, batch, key = build(spec, batch_size, dtype, conv=conv, images=images)
     train, train_compile_s, train_flops = time_compile(train_step, state, batch, key)
     evaluate, eval_compile_s, eval_flops = time_compile(eval_step, state, batch)
     carry = [state]
@@ -101,7 +106,7 @@ def bench_jax(spec: ModelSpec, batch_size: int, dtype: str, *, repeats: int, war
     eval_timing = time_function(lambda: evaluate(carry[0], batch), repeats=repeats, warmup=warmup)
     return {
         "framework": "jaxvision", "mode": "jit" if conv == "model" else "jit+fastconv", "model": spec.name,
-        "batch_size": batch_size, "dtype": dtype, "parameters": parameter_count(state),
+        "batch_size": batch_size, "dtype": dtype, "images": images, "parameters": parameter_count(state),
         "train_compile_s": train_compile_s, "eval_compile_s": eval_compile_s,
         "train_step_s": dataclasses.asdict(train_timing),
         "train_images_per_s": batch_size / train_timing.median,

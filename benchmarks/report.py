@@ -34,15 +34,15 @@ def throughput_table(rows: list[dict[str, Any]]) -> str:
     jax_rows = [r for r in rows if r["framework"] == "jaxvision"]
     torch_rows = {(r["model"], r["batch_size"], r["mode"]): r for r in rows if r["framework"] == "pytorch"}
     lines = [
-        "| model | batch | dtype | jax train img/s | step ms (min-max) | jax infer img/s | GFLOP/step | MFU | "
+        "| model | batch | dtype | images | jax train img/s | step ms (min-max) | jax infer img/s | GFLOP/step | MFU | "
         "compile s (train/eval) | torch eager img/s | ratio | torch.compile img/s | ratio |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in jax_rows:
         step = r["train_step_s"]
         cells = [
             r["model"] + ("" if r["mode"] == "jit" else f" ({r['mode']})"), str(r["batch_size"]), r["dtype"],
-            _fmt(r["train_images_per_s"]),
+            r.get("images", "synthetic"), _fmt(r["train_images_per_s"]),
             f"{step['median'] * 1e3:.1f} ({step['min'] * 1e3:.1f}-{step['max'] * 1e3:.1f})",
             _fmt(r["eval_images_per_s"]),
             _fmt(r["train_flops_per_step"] / 1e9 if r.get("train_flops_per_step") else None, 2),

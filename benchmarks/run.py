@@ -31,6 +31,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--conv", choices=("model", "fast"), default="model",
                    help="'fast': every nn.Conv through benchmarks/fast_conv.py (an experiment; see README)")
+    p.add_argument("--images", choices=("auto", "mnist", "synthetic"), default="auto",
+                   help="what the throughput rows train on: 'auto' takes real MNIST images for 28x28x1 models when "
+                        "the dataset is prepared (PyTorch runs up to 2x faster on them than on noise; README, 'Inputs') "
+                        "and standard-normal noise otherwise")
     p.add_argument("--xla-cpu", choices=("no-ynn", "default"), default="no-ynn",
                    help=f"'no-ynn' adds {NO_YNN_FLAG} on CPU (the default here); 'default' leaves XLA as is")
     p.add_argument("--threads", type=int, default=None, help="PyTorch intra-op threads (default: the CPU cores)")
@@ -107,12 +111,14 @@ def main(argv=None) -> dict:
     for spec in specs:
         for batch_size in args.batch_sizes:
             for dtype in args.dtypes:
-                row = bench_jax(spec, batch_size, dtype, repeats=args.repeats, warmup=args.warmup, conv=args.conv)
+                row = bench_jax(spec, batch_size, dtype, repeats=args.repeats, warmup=args.warmup, conv=args.conv,
+                                images=args.images)
                 flops = row["train_flops_per_step"]
                 row["mfu"] = flops / row["train_step_s"]["median"] / peaks[dtype][0] if flops else None
                 row["peak_flops"], row["peak_flops_source"] = peaks[dtype]
                 rows.append(row)
-                print(f"jaxvision {spec.name} b{batch_size} {dtype}: {row['train_images_per_s']:,.0f} train img/s, "
+                print(f"jaxvision {spec.name} b{batch_size} {dtype} ({row['images']} images): "
+                      f"{row['train_images_per_s']:,.0f} train img/s, "
                       f"{row['eval_images_per_s']:,.0f} infer img/s", flush=True)
             if torch is not None and backend == "cpu":
                 # torch.compile costs minutes per model on 2 cores: only in full runs.
@@ -153,7 +159,7 @@ def bench_torch_row(spec, batch_size: int, args: argparse.Namespace, compiled: b
     from benchmarks.torch_models import bench_torch
 
     return bench_torch(spec.name, spec.input_shape, spec.num_classes, batch_size, repeats=args.repeats,
-                       warmup=args.warmup, compile=compiled)
+                       warmup=args.warmup, compile=compiled, images=args.images)
 
 
 def run_pipeline(args: argparse.Namespace) -> list[dict]:

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from benchmarks.inputs import benchmark_inputs
 from benchmarks.timing import Timing
 
 
@@ -177,15 +178,16 @@ def _time(function, *, repeats: int, warmup: int) -> Timing:
 
 
 def bench_torch(name: str, input_shape, num_classes: int, batch_size: int, *, repeats: int, warmup: int = 2,
-                compile: bool = False, learning_rate: float = 0.01, momentum: float = 0.9) -> dict[str, Any]:
-    """Train-step and inference timings of the PyTorch twin, eager or ``torch.compile``d."""
+                compile: bool = False, learning_rate: float = 0.01, momentum: float = 0.9,
+                images: str = "synthetic") -> dict[str, Any]:
+    """Train-step and inference timings of the PyTorch twin, eager or ``torch.compile``d, on the same
+    ``images`` as the jaxvision row ("auto", "mnist" or "synthetic", see ``benchmarks.inputs``)."""
     torch.manual_seed(0)
     model = build_torch_model(name, num_classes)
     optimizer = torch.optim.SGD(model.parameters(), lr=learning_rate, momentum=momentum)
-    height, width, channels = input_shape
-    rng = np.random.default_rng(0)
-    images = torch.from_numpy(rng.standard_normal((batch_size, channels, height, width), dtype=np.float32))
-    labels = torch.from_numpy(rng.integers(0, num_classes, batch_size))
+    pixels, labels, source = benchmark_inputs(tuple(input_shape), num_classes, batch_size, images)
+    images = torch.from_numpy(np.ascontiguousarray(pixels.transpose(0, 3, 1, 2)))
+    labels = torch.from_numpy(labels.astype(np.int64))
     forward = torch.compile(model) if compile else model
 
     def train_step():
@@ -210,7 +212,7 @@ def bench_torch(name: str, input_shape, num_classes: int, batch_size: int, *, re
     eval_timing = _time(infer, repeats=repeats, warmup=warmup)
     return {
         "framework": "pytorch", "mode": "compile" if compile else "eager", "model": name, "batch_size": batch_size,
-        "dtype": "float32", "parameters": parameter_count(model),
+        "dtype": "float32", "images": source, "parameters": parameter_count(model),
         "train_compile_s": train_first_s, "eval_compile_s": eval_first_s,
         "train_step_s": dataclasses.asdict(train_timing), "train_images_per_s": batch_size / train_timing.median,
         "eval_step_s": dataclasses.asdict(eval_timing), "eval_images_per_s": batch_size / eval_timing.median,

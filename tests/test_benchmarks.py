@@ -113,3 +113,31 @@ def test_time_to_accuracy_loop_learns_a_separable_toy_problem():
     assert row["reached_target"] and row["epochs_run"] < 3 and row["test_accuracy"] >= 0.99
     with pytest.raises(ValueError, match="does not divide the 200 test examples"):
         tta.run_jax(data, recipe, seed=0, target=0.99, eval_batch_size=300)
+
+
+def test_mnist_inputs_are_the_first_training_digits_normalised(mnist_dir, monkeypatch):
+    import tensorflow_datasets as tfds
+
+    from benchmarks import inputs
+
+    monkeypatch.setenv("TFDS_DATA_DIR", mnist_dir)
+    images, labels, source = inputs.benchmark_inputs((28, 28, 1), 10, 6, "mnist", mnist_pool=4)
+    raw = tfds.as_numpy(tfds.load("mnist", split="train[:4]", batch_size=-1, data_dir=mnist_dir))
+    pixels = raw["image"].astype(np.float64) / 255.0
+    expected = (pixels - pixels.mean()) / pixels.std()
+    assert source == "mnist" and images.shape == (6, 28, 28, 1) and images.dtype == np.float32
+    np.testing.assert_allclose(images[:4], expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(labels, np.concatenate([raw["label"], raw["label"][:2]]))
+    # "auto" takes MNIST for 28x28x1 and noise for other shapes.
+    assert inputs.resolve_source("auto", (28, 28, 1)) == "mnist"
+    noise, noise_labels, source = inputs.benchmark_inputs((32, 32, 3), 10, 5, "auto")
+    assert source == "synthetic" and noise.shape == (5, 32, 32, 3) and set(noise_labels) <= set(range(10))
+
+
+def test_input_source_errors_say_what_to_pass():
+    from benchmarks import inputs
+
+    with pytest.raises(ValueError, match="expected one of auto, mnist, synthetic"):
+        inputs.resolve_source("cifar", (32, 32, 3))
+    with pytest.raises(ValueError, match="use --images auto"):
+        inputs.resolve_source("mnist", (32, 32, 3))

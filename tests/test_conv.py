@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from jaxvision.models import conv as conv_module
-from jaxvision.models.conv import Conv, conv_general_dilated, patch_conv_2d
+from jaxvision.models.conv import Conv, col2im_input_gradient, conv_general_dilated, stencil_conv_2d
 
 _NHWC = ("NHWC", "HWIO", "NHWC")
 
@@ -16,34 +16,52 @@ def _lax(x, w, strides, padding, dilation):
     return jax.lax.conv_general_dilated(x, w, strides, padding, rhs_dilation=dilation, dimension_numbers=_NHWC)
 
 
+_GEOMETRIES = [((5, 5), (1, 1), "SAME", (1, 1)), ((3, 3), (1, 1), "VALID", (1, 1)),
+               ((7, 7), (2, 2), ((3, 3), (3, 3)), (1, 1)), ((3, 2), (2, 1), ((0, 1), (2, 0)), (2, 1))]
+
+
 @pytest.mark.parametrize("in_channels", [1, 3])
-@pytest.mark.parametrize(
-    "kernel, strides, padding, dilation",
-    [((5, 5), (1, 1), "SAME", (1, 1)), ((3, 3), (1, 1), "VALID", (1, 1)), ((7, 7), (2, 2), ((3, 3), (3, 3)), (1, 1)),
-     ((3, 2), (2, 1), ((0, 1), (2, 0)), (2, 1))],
-)
-def test_patch_conv_matches_lax_values_and_gradients(in_channels, kernel, strides, padding, dilation):
+@pytest.mark.parametrize("kernel, strides, padding, dilation", _GEOMETRIES)
+def test_stencil_conv_matches_lax_values_and_gradients(in_channels, kernel, strides, padding, dilation):
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.normal(size=(2, 11, 13, in_channels)).astype(np.float32))
     w = jnp.asarray(rng.normal(size=(*kernel, in_channels, 5)).astype(np.float32))
-    ours = patch_conv_2d(x, w, strides, padding, dilation)
+    # Jitted: eagerly, its kh * kw * in_channels terms are as many dispatches.
+    stencil = jax.jit(lambda a, b: stencil_conv_2d(a, b, strides, padding, dilation))
+    ours = stencil(x, w)
     theirs = _lax(x, w, strides, padding, dilation)
     assert ours.shape == theirs.shape
     np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)
     dy = jnp.asarray(rng.normal(size=theirs.shape).astype(np.float32))
-    grads = jax.vjp(lambda a, b: patch_conv_2d(a, b, strides, padding, dilation), x, w)[1](dy)
+    grads = jax.jit(lambda a, b, c: jax.vjp(stencil, a, b)[1](c))(x, w, dy)
     expected = jax.vjp(lambda a, b: _lax(a, b, strides, padding, dilation), x, w)[1](dy)
     for g, e in zip(grads, expected):
         np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4)
 
 
-def test_conv_module_takes_the_patch_path_for_few_channels_only(monkeypatch):
-    calls = []
-    monkeypatch.setattr(conv_module, "patch_conv_2d", lambda *a, **k: calls.append(a[0].shape[-1]) or patch_conv_2d(*a, **k))
-    for channels in (1, 3, 4, 5, 16):
+@pytest.mark.parametrize("in_channels", [1, 6])
+@pytest.mark.parametrize("kernel, strides, padding, dilation", _GEOMETRIES)
+def test_col2im_input_gradient_matches_lax(in_channels, kernel, strides, padding, dilation):
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.normal(size=(2, 11, 13, in_channels)).astype(np.float32))
+    w = jnp.asarray(rng.normal(size=(*kernel, in_channels, 7)).astype(np.float32))
+    y, vjp = jax.vjp(lambda a: _lax(a, w, strides, padding, dilation), x)
+    dy = jnp.asarray(rng.normal(size=y.shape).astype(np.float32))
+    explicit = conv_module.explicit_padding(padding, x.shape[1:3], kernel, strides, dilation)
+    ours = jax.jit(lambda c, b: col2im_input_gradient(c, b, x.shape[1:3], strides, explicit, dilation))(dy, w)
+    np.testing.assert_allclose(ours, vjp(dy)[0], rtol=1e-4, atol=1e-4)
+
+
+def test_conv_module_takes_the_few_channel_paths_by_channel_count(monkeypatch):
+    few, stencil = [], []
+    real_few, real_stencil = conv_module._few_channel_conv, conv_module.stencil_conv_2d
+    monkeypatch.setattr(conv_module, "_few_channel_conv", lambda x, *a: few.append(x.shape[-1]) or real_few(x, *a))
+    monkeypatch.setattr(conv_module, "stencil_conv_2d", lambda x, *a: stencil.append(x.shape[-1]) or real_stencil(x, *a))
+    for channels in (1, 3, 4, 5, 8, 9, 16):
         x = jnp.ones((1, 8, 8, channels))
-        Conv(2, (3, 3)).init(jax.random.key(0), x)
-    assert calls == [1, 3, 4]
+        jax.eval_shape(Conv(2, (3, 3)).init, jax.random.key(0), x)
+    assert few == [1, 3, 4, 5, 8]
+    assert stencil == [1, 3, 4]
 
 
 def test_conv_module_has_nn_conv_parameters_and_outputs():
@@ -65,22 +83,23 @@ def test_grouped_or_dilated_input_convolutions_fall_back_to_lax():
     assert out.shape == (1, 9, 9, 4)
 
 
-def test_patch_conv_matches_torch():
+def test_stencil_conv_matches_torch():
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(2)
     x = rng.normal(size=(3, 28, 28, 1)).astype(np.float32)
     w = rng.normal(size=(5, 5, 1, 6)).astype(np.float32)
     theirs = torch.nn.functional.conv2d(torch.from_numpy(x).permute(0, 3, 1, 2),
                                         torch.from_numpy(w).permute(3, 2, 0, 1), padding=2)
-    ours = patch_conv_2d(jnp.asarray(x), jnp.asarray(w), (1, 1), "SAME")
+    ours = stencil_conv_2d(jnp.asarray(x), jnp.asarray(w), (1, 1), "SAME")
     np.testing.assert_allclose(ours, theirs.permute(0, 2, 3, 1).numpy(), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("in_channels", [3, 6])
 @pytest.mark.parametrize("strides, padding", [((1, 1), "SAME"), ((2, 2), ((3, 3), (3, 3))), ((1, 2), "VALID")])
-def test_conv_general_dilated_gradients_match_lax(strides, padding):
+def test_conv_general_dilated_gradients_match_lax(strides, padding, in_channels):
     rng = np.random.default_rng(3)
-    x = jnp.asarray(rng.normal(size=(2, 12, 10, 3)).astype(np.float32))
-    w = jnp.asarray(rng.normal(size=(5, 5, 3, 4)).astype(np.float32))
+    x = jnp.asarray(rng.normal(size=(2, 12, 10, in_channels)).astype(np.float32))
+    w = jnp.asarray(rng.normal(size=(5, 5, in_channels, 4)).astype(np.float32))
 
     def loss(conv, a, b):
         return jnp.sum(jnp.sin(conv(a, b, strides, padding, dimension_numbers=_NHWC)))

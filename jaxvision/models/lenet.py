@@ -37,10 +37,10 @@ class LeNet5(nn.Module):
         """Maps ``[batch, 28, 28, channels]`` to logits ``[batch, num_classes]``."""
         activation = get_activation(self.activation)
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        # The first layer's few input channels take models/conv.py's faster CPU path.
+        # Both convolutions have few input channels (1-3, then 6): models/conv.py's faster CPU path.
         x = activation(Conv(6, (5, 5), padding=2, **kw)(x))
         x = pool_2d(x, 2, kind=self.pooling)
-        x = activation(nn.Conv(16, (5, 5), padding="VALID", **kw)(x))
+        x = activation(Conv(16, (5, 5), padding="VALID", **kw)(x))
         x = pool_2d(x, 2, kind=self.pooling)
         x = x.reshape(x.shape[0], -1)
         for width in (120, 84):
