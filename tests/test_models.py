@@ -136,3 +136,27 @@ def test_unknown_override_lists_the_model_fields():
 def test_overrides_reach_the_model():
     model = models.get_model("lenet5", num_classes=3, activation="tanh", pooling="avg")
     assert (model.num_classes, model.activation, model.pooling) == (3, "tanh", "avg")
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 5, 16), (3, 7)])
+def test_materialize_is_the_identity_and_passes_gradients_through(shape):
+    x = jax.random.normal(jax.random.key(0), shape)
+    weights = jax.random.normal(jax.random.key(1), shape)
+    np.testing.assert_array_equal(jax.jit(models.layers.materialize)(x), x)
+    grad = jax.jit(jax.grad(lambda v: jnp.sum(models.layers.materialize(v) * weights)))(x)
+    np.testing.assert_array_equal(grad, weights)
+
+
+def test_resnet_training_is_unchanged_by_materialize(monkeypatch):
+    model = models.get_model("resnet20")
+    x = jax.random.normal(jax.random.key(0), (4, 32, 32, 3))
+    variables = model.init(jax.random.key(1), x)
+
+    def loss(params):
+        logits, _ = model.apply({**variables, "params": params}, x, train=True, mutable=["batch_stats"])
+        return jnp.sum(logits**2)
+
+    ours = jax.jit(jax.value_and_grad(loss))(variables["params"])
+    monkeypatch.setattr(models.resnet, "materialize", lambda y: y)
+    plain = jax.jit(jax.value_and_grad(loss))(variables["params"])
+    chex.assert_trees_all_close(ours, plain, rtol=1e-5, atol=1e-6)

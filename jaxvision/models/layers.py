@@ -1,4 +1,5 @@
-"""Layers the models share: dropout whose rate may be traced, and fast non-overlapping pooling."""
+"""Layers the models share: dropout whose rate may be traced, fast non-overlapping pooling, and a
+CPU-only marker that keeps XLA from recomputing an activation in every consumer."""
 
 from __future__ import annotations
 
@@ -54,3 +55,43 @@ def pool_2d(x: jax.Array, window: int, *, kind: str = "max") -> jax.Array:
     if kind == "avg":
         return jnp.mean(x, axis=(2, 4))
     raise ValueError(f"Unknown pooling kind {kind!r}: expected 'max' or 'avg'.")
+
+
+MATERIALIZE_BLOCK = 8
+
+
+def _identity_gemm(x: jax.Array) -> jax.Array:
+    width = MATERIALIZE_BLOCK if x.shape[-1] % MATERIALIZE_BLOCK == 0 else x.shape[-1]
+    rows = x.reshape(-1, width)
+    return jnp.matmul(rows, jnp.eye(width, dtype=x.dtype)).reshape(x.shape)
+
+
+@jax.custom_vjp
+def _materialized(x: jax.Array) -> jax.Array:
+    return _identity_gemm(x)
+
+
+_materialized.defvjp(lambda x: (_identity_gemm(x), None), lambda _, cotangent: (cotangent,))
+
+
+def materialize(x: jax.Array) -> jax.Array:
+    """``x`` unchanged, but computed once and stored, on CPU; the identity elsewhere.
+
+    XLA:CPU fuses cheap elementwise chains (batch norm, ReLU, residual additions) into every consumer
+    and recomputes them there. In a ResNet's backward pass those consumers include the layout
+    transposes before each kernel-gradient convolution, which then re-run whole blocks' worth of
+    batch norm in transposed order: in ResNet-20's train step such transposes took ~240 ms of ~800
+    (benchmarks/README.md, "Where the time goes"). ``lax.optimization_barrier`` does not stop it
+    (XLA:CPU removes barriers before fusion), but XLA never fuses into a GEMM's operand or out of its
+    result, so ``x`` goes through one with the identity: ``[-1, 8] @ eye(8)``, 16 FLOPs per element.
+    The gradient passes through untouched. ResNet-20's train step at batch 128: ~707 -> ~480-510 ms.
+
+    Args:
+      x: any array whose last axis is a multiple of 8 (else the GEMM is with eye(last axis)).
+
+    Returns:
+      ``x``, bit for bit.
+    """
+    if jax.default_backend() != "cpu":
+        return x
+    return _materialized(x)

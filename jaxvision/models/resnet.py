@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxvision.models.conv import Conv
+from jaxvision.models.layers import materialize
 
 _BLOCKS = ("basic", "bottleneck")
 _SHORTCUTS = ("projection", "zero_pad")
@@ -47,15 +48,18 @@ class _ResidualBlock(nn.Module):
         )
         # Zero scale on the last BN makes each block start as the identity (Goyal et al., 2017).
         last_norm_init = nn.initializers.zeros if self.zero_init_residual else nn.initializers.ones
+        # In training, XLA:CPU would otherwise recompute these activations inside the backward pass's
+        # layout transposes (layers.materialize); inference has no such consumers.
+        stored = materialize if train else (lambda y: y)
         stride = (self.strides, self.strides)
         if self.block == "basic":
             out_features = self.features
-            y = nn.relu(norm(name="bn1")(conv(self.features, (3, 3), stride, padding=1, name="conv1")(x)))
+            y = stored(nn.relu(norm(name="bn1")(conv(self.features, (3, 3), stride, padding=1, name="conv1")(x))))
             y = norm(name="bn2", scale_init=last_norm_init)(conv(self.features, (3, 3), padding=1, name="conv2")(y))
         else:
             out_features = 4 * self.features
-            y = nn.relu(norm(name="bn1")(conv(self.features, (1, 1), name="conv1")(x)))
-            y = nn.relu(norm(name="bn2")(conv(self.features, (3, 3), stride, padding=1, name="conv2")(y)))
+            y = stored(nn.relu(norm(name="bn1")(conv(self.features, (1, 1), name="conv1")(x))))
+            y = stored(nn.relu(norm(name="bn2")(conv(self.features, (3, 3), stride, padding=1, name="conv2")(y))))
             y = norm(name="bn3", scale_init=last_norm_init)(conv(out_features, (1, 1), name="conv3")(y))
 
         residual = x
@@ -67,7 +71,7 @@ class _ResidualBlock(nn.Module):
                 residual = x[:, :: self.strides, :: self.strides, :]
                 extra = out_features - x.shape[-1]
                 residual = jnp.pad(residual, ((0, 0), (0, 0), (0, 0), (0, extra))).astype(y.dtype)
-        return nn.relu(y + residual)
+        return stored(nn.relu(y + residual))
 
 
 class ResNet(nn.Module):
@@ -118,7 +122,7 @@ class ResNet(nn.Module):
         else:
             x = nn.Conv(self.widths[0], (7, 7), strides=(2, 2), padding=3, use_bias=False, name="stem_conv", **kw)(x)
         x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name="stem_bn", **kw)(x)
-        x = nn.relu(x)
+        x = materialize(nn.relu(x)) if train else nn.relu(x)
         if not self.small_input:
             # Flax pads max pooling with -inf, as PyTorch does, so the padding never wins the max.
             x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
