@@ -20,12 +20,17 @@ _GEOMETRIES = [((5, 5), (1, 1), "SAME", (1, 1)), ((3, 3), (1, 1), "VALID", (1, 1
                ((7, 7), (2, 2), ((3, 3), (3, 3)), (1, 1)), ((3, 2), (2, 1), ((0, 1), (2, 0)), (2, 1))]
 
 
+def _images_and_kernel(seed, in_channels, kernel, out_channels):
+    rng = np.random.default_rng(seed)
+    x = jnp.asarray(rng.normal(size=(2, 11, 13, in_channels)).astype(np.float32))
+    w = jnp.asarray(rng.normal(size=(*kernel, in_channels, out_channels)).astype(np.float32))
+    return rng, x, w
+
+
 @pytest.mark.parametrize("in_channels", [1, 3])
 @pytest.mark.parametrize("kernel, strides, padding, dilation", _GEOMETRIES)
 def test_stencil_conv_matches_lax_values_and_gradients(in_channels, kernel, strides, padding, dilation):
-    rng = np.random.default_rng(0)
-    x = jnp.asarray(rng.normal(size=(2, 11, 13, in_channels)).astype(np.float32))
-    w = jnp.asarray(rng.normal(size=(*kernel, in_channels, 5)).astype(np.float32))
+    rng, x, w = _images_and_kernel(0, in_channels, kernel, 5)
     # Jitted: eagerly, its kh * kw * in_channels terms are as many dispatches.
     stencil = jax.jit(lambda a, b: stencil_conv_2d(a, b, strides, padding, dilation))
     ours = stencil(x, w)
@@ -42,9 +47,7 @@ def test_stencil_conv_matches_lax_values_and_gradients(in_channels, kernel, stri
 @pytest.mark.parametrize("in_channels", [1, 6])
 @pytest.mark.parametrize("kernel, strides, padding, dilation", _GEOMETRIES)
 def test_col2im_input_gradient_matches_lax(in_channels, kernel, strides, padding, dilation):
-    rng = np.random.default_rng(1)
-    x = jnp.asarray(rng.normal(size=(2, 11, 13, in_channels)).astype(np.float32))
-    w = jnp.asarray(rng.normal(size=(*kernel, in_channels, 7)).astype(np.float32))
+    rng, x, w = _images_and_kernel(1, in_channels, kernel, 7)
     y, vjp = jax.vjp(lambda a: _lax(a, w, strides, padding, dilation), x)
     dy = jnp.asarray(rng.normal(size=y.shape).astype(np.float32))
     explicit = conv_module.explicit_padding(padding, x.shape[1:3], kernel, strides, dilation)
