@@ -97,7 +97,10 @@ def stencil_conv_2d(images: jax.Array, kernel: jax.Array, strides: Sequence[int]
     width innermost), which XLA fuses into one vectorised loop. The result goes to NHWC through a GEMM
     with the identity: XLA:CPU never fuses a GEMM's operand into its consumers, so the sum is computed
     once. Left as a transpose, it is fused into, and recomputed by, every consumer of the output (the
-    activation, the pooling and their gradients): LeNet-5's train step took 17 ms that way.
+    activation, the pooling and their gradients): LeNet-5's train step took 17 ms that way. This is
+    ``layers.materialize``'s mechanism with the transpose folded into the GEMM; a transpose followed by
+    ``materialize`` (one more pass over the output) measured slower (LeNet-5 12.2-14.2 against
+    11.6-11.9 ms, MnistCNN at batch 64 15.7-18.8 against 13.3-14.2 ms, alternating runs).
 
     Args:
       images: [batch, height, width, in_channels].

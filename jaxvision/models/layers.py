@@ -77,20 +77,22 @@ _materialized.defvjp(lambda x: (_identity_gemm(x), None), lambda _, cotangent: (
 def materialize(x: jax.Array) -> jax.Array:
     """``x`` unchanged, but computed once and stored, on CPU; the identity elsewhere.
 
-    XLA:CPU fuses cheap elementwise chains (batch norm, ReLU, residual additions) into every consumer
-    and recomputes them there. In a ResNet's backward pass those consumers include the layout
-    transposes before each kernel-gradient convolution, which then re-run whole blocks' worth of
-    batch norm in transposed order: in ResNet-20's train step such transposes took ~240 ms of ~800
-    (benchmarks/README.md, "Where the time goes"). ``lax.optimization_barrier`` does not stop it
-    (XLA:CPU removes barriers before fusion), but XLA never fuses into a GEMM's operand or out of its
-    result, so ``x`` goes through one with the identity: ``[-1, 8] @ eye(8)``, 16 FLOPs per element.
-    The gradient passes through untouched. ResNet-20's train step at batch 128: ~707 -> ~480-510 ms.
+    XLA:CPU fuses cheap elementwise chains (batch norm, ReLU, residual additions, a few-channel
+    convolution's stencil) into every consumer and recomputes them there. In a ResNet's backward pass
+    those consumers include the layout transposes before each kernel-gradient convolution, which then
+    re-run whole blocks' worth of batch norm in transposed order: in ResNet-20's train step such
+    transposes took ~240 ms of ~800 (benchmarks/README.md, "Where the time goes", items 7 and 9).
+    ``lax.optimization_barrier`` does not stop it (XLA:CPU removes barriers before fusion), but XLA
+    never fuses into a GEMM's operand or out of its result, so ``x`` goes through one with the
+    identity: ``[-1, 8] @ eye(8)``, 16 FLOPs per element. The gradient passes through untouched.
+    ResNet-20's train step at batch 128 (same process, alternating): 646-681 -> 518-572 ms.
 
     Args:
       x: any array whose last axis is a multiple of 8 (else the GEMM is with eye(last axis)).
 
     Returns:
-      ``x``, bit for bit.
+      ``x``: equal to it where it is finite (-0.0 becomes 0.0). An inf or NaN turns the other
+      entries of its group of 8 into NaN (``inf * 0``), as a diverged step would anyway.
     """
     if jax.default_backend() != "cpu":
         return x
