@@ -2,6 +2,7 @@
 
 from jaxvision.models.activations import ACTIVATIONS, Maxout, get_activation
 from jaxvision.models.alexnet import AlexNet, LocalResponseNorm, adaptive_avg_pool
+from jaxvision.models.batch_norm import BatchNorm
 from jaxvision.models.conv_arithmetic import LayerSpec, conv_output_size, output_size, receptive_field
 from jaxvision.models.layers import Dropout, pool_2d
 from jaxvision.models.lenet import LeNet5
@@ -17,6 +18,7 @@ from jaxvision.models.vgg import VGG
 __all__ = [
     "ACTIVATIONS",
     "AlexNet",
+    "BatchNorm",
     "Dropout",
     "LayerSpec",
     "LayerSummary",

@@ -14,6 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxvision.models.batch_norm import BatchNorm
 from jaxvision.models.conv import Conv
 from jaxvision.models.layers import materialize
 
@@ -43,7 +44,7 @@ class _ResidualBlock(nn.Module):
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype)
         norm = functools.partial(
-            nn.BatchNorm, use_running_average=not train, momentum=0.9, epsilon=1e-5,
+            BatchNorm, use_running_average=not train, momentum=0.9, epsilon=1e-5,
             dtype=self.dtype, param_dtype=self.param_dtype,
         )
         # Zero scale on the last BN makes each block start as the identity (Goyal et al., 2017).
@@ -121,7 +122,7 @@ class ResNet(nn.Module):
             x = Conv(self.widths[0], (3, 3), padding=1, use_bias=False, name="stem_conv", **kw)(x)
         else:
             x = nn.Conv(self.widths[0], (7, 7), strides=(2, 2), padding=3, use_bias=False, name="stem_conv", **kw)(x)
-        x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name="stem_bn", **kw)(x)
+        x = BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name="stem_bn", **kw)(x)
         x = materialize(nn.relu(x)) if train else nn.relu(x)
         if not self.small_input:
             # Flax pads max pooling with -inf, as PyTorch does, so the padding never wins the max.

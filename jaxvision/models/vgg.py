@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxvision.models.alexnet import LocalResponseNorm, adaptive_avg_pool
+from jaxvision.models.batch_norm import BatchNorm
 from jaxvision.models.layers import Dropout, pool_2d
 
 # One entry per layer: an int is a 3x3 conv (pad 1) with that many channels, (channels, 1) a 1x1 conv,
@@ -124,7 +125,7 @@ class VGG(nn.Module):
                     name=f"conv{conv_index}", **kw,
                 )(x)
                 if self.batch_norm:
-                    x = nn.BatchNorm(
+                    x = BatchNorm(
                         use_running_average=not train, momentum=0.9, epsilon=1e-5, name=f"bn{conv_index}", **kw
                     )(x)
                 x = nn.relu(x)
