@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import jax
@@ -21,7 +22,7 @@ import numpy as np
 from benchmarks.jax_bench import with_conv
 from jaxvision.models import get_model
 from jaxvision.optimizers import make_optimizer
-from jaxvision.train import Batch, create_train_state, eval_step, train_step
+from jaxvision.train import Batch, compile_initialization, eval_step, lower_train_state, train_step
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,10 +83,19 @@ def run_jax(data: dict[str, np.ndarray], recipe: Recipe, *, seed: int, target: f
     shuffle = np.random.default_rng(seed)
     order = jax.device_put(shuffle.permutation(len(data["train_y"])).astype(np.int32))
     compile_start = time.perf_counter()
-    state = create_train_state(model, data["train_x"].shape[1:], optimizer, key)
-    state = jax.block_until_ready(state.replace(apply_fn=with_conv(state.apply_fn, conv)))
-    compiled_step = indexed_step.lower(state, train_x, train_y, order, 0).compile()
-    compiled_eval = count_correct.lower(state, test_x, test_y).compile()
+    # The three programs compile concurrently (XLA compiles on one thread each, without the GIL): the
+    # steps are lowered against the initialisation's abstract output while it compiles. MnistCNN,
+    # batch 64, 2 cores: 2.00-2.18 s one after another, 1.69-1.77 s together.
+    lowered_init = lower_train_state(model, data["train_x"].shape[1:], optimizer, key)
+    with ThreadPoolExecutor(3) as compiles:
+        init = compiles.submit(compile_initialization, lowered_init)
+        apply_fn = with_conv(lowered_init.out_info.apply_fn, conv)
+        abstract_state = lowered_init.out_info.replace(apply_fn=apply_fn)
+        step = compiles.submit(indexed_step.lower(abstract_state, train_x, train_y, order, 0).compile)
+        evaluate = compiles.submit(count_correct.lower(abstract_state, test_x, test_y).compile)
+        state = init.result()(key)
+        state = jax.block_until_ready(state.replace(apply_fn=apply_fn))
+        compiled_step, compiled_eval = step.result(), evaluate.result()
     compile_s = time.perf_counter() - compile_start
     accuracy, epoch = 0.0, 0
     for epoch in range(1, recipe.epochs + 1):
