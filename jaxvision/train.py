@@ -126,7 +126,8 @@ def create_train_state(
     """
     if isinstance(key, jax.core.Tracer):  # inside someone's jit or vmap: part of their program
         return _initializer(model, input_shape, optimizer, loss, augment)(key)
-    return compile_initialization(lower_train_state(model, input_shape, optimizer, key, loss=loss, augment=augment))(key)
+    lowered = lower_train_state(model, input_shape, optimizer, key, loss=loss, augment=augment)
+    return compile_initialization(lowered)(key)
 
 
 def lower_train_state(

@@ -68,8 +68,11 @@ def test_variables_output_dtype_and_gradients_match_flax(dtype):
                                   use_running_average=False, mutable=["batch_stats"])
         return jnp.sum(jnp.sin(y.astype(jnp.float32)) * weights), (y, updated)
 
-    (ours_grads, (ours_y, ours_stats)) = jax.jit(jax.grad(lambda p, a: loss(ours, p, a), (0, 1), has_aux=True))(params, x)
-    (flax_grads, (flax_y, flax_stats)) = jax.jit(jax.grad(lambda p, a: loss(flax_bn, p, a), (0, 1), has_aux=True))(params, x)
+    def gradients(module):
+        return jax.jit(jax.grad(lambda p, a: loss(module, p, a), (0, 1), has_aux=True))(params, x)
+
+    ours_grads, (ours_y, ours_stats) = gradients(ours)
+    flax_grads, (flax_y, flax_stats) = gradients(flax_bn)
     assert ours_y.dtype == flax_y.dtype
     tolerance = 1e-5 if dtype == jnp.float32 else 1e-2
     chex.assert_trees_all_close((ours_y, ours_stats), (flax_y, flax_stats), rtol=tolerance, atol=tolerance)

@@ -108,3 +108,18 @@ def test_full_batch_single_example_and_minibatch_are_batch_sizes(batch_size, exp
     assert splits.steps_per_epoch == expected_steps
     batch = next(iter(splits.train_batches(0)))
     assert batch.images.shape[0] == min(batch_size, splits.meta.num_train)
+
+
+def test_steps_lowered_against_the_abstract_initial_state_run_on_the_real_one():
+    # What benchmarks/time_to_accuracy.py does to compile the three programs concurrently.
+    from jaxvision.train import compile_initialization, lower_train_state
+
+    model = get_model("mlp", num_classes=2, hidden_sizes=(8,))
+    optimizer, key = make_optimizer("adam", 0.05), jax.random.key(3)
+    lowered = lower_train_state(model, (2,), optimizer, key)
+    batch = Batch.of(XOR_INPUTS, XOR_LABELS)
+    step = jax.jit(train_step_unjitted).lower(lowered.out_info, batch, key).compile()
+    state = compile_initialization(lowered)(key)
+    chex.assert_trees_all_equal(state, create_train_state(model, (2,), optimizer, key))
+    new_state, metrics = step(state, batch, key)
+    chex.assert_trees_all_equal((new_state, metrics), train_step(state, batch, key))
