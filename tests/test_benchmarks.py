@@ -141,3 +141,12 @@ def test_input_source_errors_say_what_to_pass():
         inputs.resolve_source("cifar", (32, 32, 3))
     with pytest.raises(ValueError, match="use --images auto"):
         inputs.resolve_source("mnist", (32, 32, 3))
+
+
+def test_batch_norm_benchmark_compares_two_different_programs(capsys):
+    # benchmarks/batch_norm.py patches flax's BatchNorm into the ResNet for one of the two steps; if
+    # JAX's trace cache handed back the first program, both timings would be of the same code.
+    from benchmarks import batch_norm as batch_norm_bench
+
+    batch_norm_bench.train_steps("resnet20", batch_size=2, rounds=1, repeats=1)
+    assert "speed-up" in capsys.readouterr().out

@@ -9,7 +9,7 @@ the gradients). ``BatchNorm`` here has flax's parameters, batch statistics, name
 takes every channel sum as a GEMV on CPU. Train steps, one process per version, alternating, medians
 of 10: ResNet-20 at batch 128 582/507/516 -> 465/463/461 ms (a later pair 518/519 -> 490/532), at
 batch 32 138/123/129 -> 104/107/107 ms; ResNet-18 at 224, batch 8, 868/908 -> 790/759 ms
-(benchmarks/README.md, "Where the time goes", item 10).
+(benchmarks/README.md, "Where the time goes", item 10; ``python -m benchmarks.batch_norm``).
 
 Elsewhere the sums are ``jnp.sum``: GPU and TPU reductions are fast, and a GEMV there could run in
 reduced precision (TF32).
