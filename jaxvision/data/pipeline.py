@@ -7,6 +7,7 @@ a folder of the user's own images laid out as ``root/<split>/<class name>/<image
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import re
@@ -21,10 +22,9 @@ from jaxvision.data import digits as _digits  # registers the ``digits`` builder
 from jaxvision.train import Batch
 
 # tf.data only feeds the host; any accelerator belongs to JAX.
-try:
+# RuntimeError: TensorFlow's devices were already initialised by the caller, who chose for themselves.
+with contextlib.suppress(RuntimeError):
     tf.config.set_visible_devices([], "GPU")
-except RuntimeError:  # TensorFlow's devices were already initialised by the caller.
-    pass
 
 COMMON_DATASETS = ("digits", "mnist", "fashion_mnist", "kmnist", "emnist", "cifar10", "cifar100", "svhn_cropped", "eurosat")
 # The test split is carved from the end of "train" for datasets that have no "test" split.

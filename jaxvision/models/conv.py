@@ -6,10 +6,14 @@ MNIST or RGB stem (1 or 3 channels) and LeNet-5's 6->16 layer. At batch 128 (fas
 
 | layer | XLA | patches @ kernel | here | PyTorch (oneDNN) |
 |---|---|---|---|---|
-| 5x5 1->6 on 28x28, forward | 6.0 ms | 3.1-3.4 ms | 0.7 ms (stencil) | 0.7 ms |
-| 5x5 1->24 on 28x28, forward | 6.2 ms | 3.4 ms | 1.4-1.7 ms (stencil) | 1.1 ms |
-| 3x3 3->16 on 32x32, forward | 5.2 ms | 2.9 ms | 1.1 ms (stencil) | |
+| 5x5 1->6 on 28x28 (VALID), forward | 3.2-6.0 ms | 3.1-3.4 ms | 0.9-1.5 ms (stencil 0.3-0.4 + NHWC GEMM) | 0.7 ms |
+| 5x5 1->24 on 28x28 (VALID), forward | 3.3-6.2 ms | 3.4 ms | 1.7-3.0 ms (stencil 1.1-2.1 + NHWC GEMM) | 1.1 ms |
+| 5x5 1->24 on 28x28 (SAME), forward | 6.3-6.4 ms | | 2.3-2.4 ms | |
+| 3x3 3->16 on 32x32, forward | 5.2-5.4 ms | 2.9 ms | 1.9 ms | |
 | 5x5 6->16 on 14x14, input gradient | 2.5-5.0 ms | | 1.5 ms (col2im) | |
+
+The "here" forward figures include the GEMM that stores the result in NHWC (see ``stencil_conv_2d``);
+ranges are two runs on different days (benchmarks/README.md, "Where the time goes", item 8).
 
 So for 2-D NHWC inputs of up to ``MAX_FEW_CHANNELS`` channels on CPU, ``Conv`` (an ``nn.Conv`` with
 the same parameters) takes:
