@@ -12,6 +12,7 @@ import numpy as np
 from benchmarks.fast_conv import with_fast_conv
 from benchmarks.inputs import benchmark_inputs, resolve_source
 from benchmarks.timing import peak_memory_bytes, time_compile, time_function
+from jaxvision.host_memory import minor_page_faults
 from jaxvision.models import get_model, list_models
 from jaxvision.optimizers import make_optimizer
 from jaxvision.train import Batch, create_train_state, eval_step, train_step
@@ -102,7 +103,9 @@ def bench_jax(spec: ModelSpec, batch_size: int, dtype: str, *, repeats: int, war
         carry[0], metrics = train(carry[0], batch, key)
         return metrics
 
+    faults_before = minor_page_faults()
     train_timing = time_function(one_train_step, repeats=repeats, warmup=warmup)
+    faults_per_step = (minor_page_faults() - faults_before) / (repeats + warmup)
     eval_timing = time_function(lambda: evaluate(carry[0], batch), repeats=repeats, warmup=warmup)
     return {
         "framework": "jaxvision", "mode": "jit" if conv == "model" else "jit+fastconv", "model": spec.name,
@@ -114,6 +117,8 @@ def bench_jax(spec: ModelSpec, batch_size: int, dtype: str, *, repeats: int, war
         "eval_images_per_s": batch_size / eval_timing.median,
         "train_flops_per_step": train_flops, "eval_flops_per_step": eval_flops,
         "peak_memory_bytes": peak_memory_bytes(),
+        "train_temp_bytes": getattr(train.memory_analysis(), "temp_size_in_bytes", None),
+        "train_page_faults_per_step": faults_per_step,
     }
 
 

@@ -37,6 +37,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "and standard-normal noise otherwise")
     p.add_argument("--xla-cpu", choices=("no-ynn", "default"), default="no-ynn",
                    help=f"'no-ynn' adds {NO_YNN_FLAG} on CPU (the default here); 'default' leaves XLA as is")
+    p.add_argument("--malloc", choices=("huge-pages", "default"), default="huge-pages",
+                   help="'huge-pages': from the command line, on CPU, restart with GLIBC_TUNABLES=glibc.malloc.hugetlb=1 "
+                        "(jaxvision/host_memory.py), so XLA's per-step buffers fault in 2 MiB at a time, not 4 KiB "
+                        "(README, item 11); PyTorch in this process runs with it too. 'default': glibc's defaults")
     p.add_argument("--threads", type=int, default=None, help="PyTorch intra-op threads (default: the CPU cores)")
     p.add_argument("--omp-wait-policy", choices=("default", "PASSIVE", "ACTIVE"), default="default",
                    help="OMP_WAIT_POLICY for PyTorch's OpenMP threads; PASSIVE is fairer on a shared, busy machine, "
@@ -82,16 +86,23 @@ def configure_environment(args: argparse.Namespace) -> None:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     configure_environment(args)
+    if argv is None and args.malloc == "huge-pages" and args.backend in (None, "cpu"):
+        from jaxvision.host_memory import restart_with_huge_pages
+
+        restart_with_huge_pages()  # replaces this process unless the tunable is already set
     import jax
 
     from benchmarks import report
     from benchmarks.jax_bench import available_models, bench_jax
     from benchmarks.timing import machine_info, peak_flops
+    from jaxvision.host_memory import transparent_huge_pages_mode
 
     started = time.perf_counter()
     backend = jax.default_backend()
     specs = available_models(args.models, backend)
     machine = machine_info()
+    machine["glibc_tunables"] = os.environ.get("GLIBC_TUNABLES")
+    machine["transparent_huge_pages"] = transparent_huge_pages_mode()
     peaks = {dtype: peak_flops(dtype) for dtype in args.dtypes}
     for dtype, (peak, source) in peaks.items():
         print(f"peak {dtype}: {peak / 1e9:,.1f} GFLOP/s ({source})")

@@ -14,6 +14,7 @@ from torch import nn
 
 from benchmarks.inputs import benchmark_inputs
 from benchmarks.timing import Timing
+from jaxvision.host_memory import minor_page_faults
 
 
 class MLP(nn.Module):
@@ -204,7 +205,9 @@ def bench_torch(name: str, input_shape, num_classes: int, batch_size: int, *, re
     model.train()
     train_step()  # eager: first-call overhead; compiled: the compile itself
     train_first_s = time.perf_counter() - start
+    faults_before = minor_page_faults()
     train_timing = _time(train_step, repeats=repeats, warmup=warmup)
+    faults_per_step = (minor_page_faults() - faults_before) / (repeats + warmup)
     model.eval()
     start = time.perf_counter()
     infer()
@@ -216,5 +219,5 @@ def bench_torch(name: str, input_shape, num_classes: int, batch_size: int, *, re
         "train_compile_s": train_first_s, "eval_compile_s": eval_first_s,
         "train_step_s": dataclasses.asdict(train_timing), "train_images_per_s": batch_size / train_timing.median,
         "eval_step_s": dataclasses.asdict(eval_timing), "eval_images_per_s": batch_size / eval_timing.median,
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": torch.get_num_threads(), "train_page_faults_per_step": faults_per_step,
     }

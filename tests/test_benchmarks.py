@@ -45,6 +45,8 @@ def mlp_row():
 
 def test_bench_jax_row_on_a_tiny_batch(mlp_row):
     assert mlp_row["parameters"] == 235_146 and mlp_row["train_images_per_s"] > 0 and mlp_row["train_flops_per_step"] > 0
+    # The XLA temporaries of a step and the page faults per step, which huge pages cut (README item 11).
+    assert mlp_row["train_temp_bytes"] > 0 and mlp_row["train_page_faults_per_step"] >= 0
     table = report.throughput_table([mlp_row])
     assert "| mlp" in table and table.count("\n") == 2
 
@@ -89,7 +91,7 @@ def test_torch_row_and_ratio_in_the_table(mlp_row):
     from benchmarks.torch_models import bench_torch
 
     torch_row = bench_torch("mlp", (28, 28, 1), 10, 4, repeats=1, warmup=1)
-    assert torch_row["parameters"] == mlp_row["parameters"]
+    assert torch_row["parameters"] == mlp_row["parameters"] and torch_row["train_page_faults_per_step"] >= 0
     assert "x |" in report.throughput_table([mlp_row, torch_row])
 
 

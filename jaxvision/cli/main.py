@@ -9,12 +9,14 @@ from collections.abc import Sequence
 
 from jaxvision.cli import augment_preview as augment_preview_command
 from jaxvision.cli.xla_flags import use_fast_cpu_training_flags
+from jaxvision.host_memory import restart_with_huge_pages
 from jaxvision.cli import summary as summary_command
 from jaxvision.cli import sweep as sweep_command
 from jaxvision.cli import train as train_command
 
 # Each module has add_parser(subparsers), which registers a subcommand whose ``func`` runs it.
 _COMMANDS = (train_command, sweep_command, summary_command, augment_preview_command)
+_TRAINING_COMMANDS = ("train", "sweep")
 
 
 class _OneLineErrorParser(argparse.ArgumentParser):
@@ -33,9 +35,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Runs the command line; returns the exit status."""
+    """Runs the command line; returns the exit status.
+
+    ``argv`` None means the process's own command line (the ``jaxvision`` script). Only then do the
+    training commands restart the process with huge pages for XLA:CPU's buffers
+    (``jaxvision.host_memory``); a caller passing ``argv`` keeps its process as it is.
+    """
     use_fast_cpu_training_flags()
     args = build_parser().parse_args(argv)
+    if argv is None and args.command in _TRAINING_COMMANDS:
+        restart_with_huge_pages()
     try:
         return args.func(args) or 0
     except ValueError as error:
