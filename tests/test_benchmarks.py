@@ -152,3 +152,13 @@ def test_batch_norm_benchmark_compares_two_different_programs(capsys):
 
     batch_norm_bench.train_steps("resnet20", batch_size=2, rounds=1, repeats=1)
     assert "speed-up" in capsys.readouterr().out
+
+
+def test_page_faults_child_times_steps_and_rows_parse():
+    from benchmarks import page_faults
+
+    assert page_faults.parse_rows("lenet5:512,mlp:4") == [("lenet5", 512), ("mlp", 4)]
+    with pytest.raises(ValueError, match="expected model:batch"):
+        page_faults.parse_rows("lenet5")
+    result = page_faults.child("mlp", 4, steps=2)
+    assert result["step_s"] > 0 and result["faults_per_step"] >= 0 and result["temp_bytes"] > 0
