@@ -72,3 +72,25 @@ def test_bad_augmentation_specs_are_one_line_errors(argv, message, capsys):
     assert run_cli(["train", *argv]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+class _Restarted(Exception):
+    pass
+
+
+def _refuse_restart():
+    raise _Restarted
+
+
+def test_only_the_processs_own_training_command_line_restarts_with_huge_pages(monkeypatch):
+    from jaxvision.cli import main as cli_main
+
+    monkeypatch.setattr(cli_main, "restart_with_huge_pages", _refuse_restart)
+    # The jaxvision script (argv from sys.argv), a training command: restarts before any work.
+    monkeypatch.setattr(sys, "argv", ["jaxvision", "train", "--model", "nosuch"])
+    with pytest.raises(_Restarted):
+        cli_main.main()
+    # Not a training command, or argv passed by a caller: the process is left as it is.
+    monkeypatch.setattr(sys, "argv", ["jaxvision", "summary", "--model", "nosuch", "--input-shape", "28,28,1"])
+    assert cli_main.main() == 2
+    assert cli_main.main(["train", "--model", "nosuch"]) == 2
