@@ -65,12 +65,13 @@ def restart_with_huge_pages() -> None:
     Call it first thing in a command-line entry point, before anything worth keeping has happened:
     ``os.execve`` replaces the process (same interpreter, arguments and working directory) and the new
     one finds the tunable set and carries on. It does nothing when the tunable is already there, off
-    glibc, when the kernel's transparent huge pages are off ("never"), or when
-    ``JAXVISION_KEEP_MALLOC=1``. Never call it from a library function or a test: it ends the process.
+    glibc, when the kernel's transparent huge pages are off ("never"), without a command line to run
+    again (an embedded interpreter), or when ``JAXVISION_KEEP_MALLOC=1``. Never call it from a library
+    function or a test: it ends the process.
     """
     if (uses_huge_pages() or not is_glibc() or transparent_huge_pages_mode() in (None, "never")
-            or os.environ.get(OPT_OUT_VARIABLE) == "1"):
-        return
+            or os.environ.get(OPT_OUT_VARIABLE) == "1" or len(sys.orig_argv) < 2):
+        return  # (an embedded interpreter has no command line to run again)
     tunables = ":".join(filter(None, [os.environ.get("GLIBC_TUNABLES"), HUGE_PAGE_TUNABLE]))
     print(f"restarting with GLIBC_TUNABLES={tunables}: XLA:CPU's per-step buffers on huge pages, ~500 page "
           f"faults a step instead of tens of thousands (jaxvision/host_memory.py; {OPT_OUT_VARIABLE}=1 keeps "

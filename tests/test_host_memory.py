@@ -81,9 +81,11 @@ def test_restart_appends_to_the_users_tunables(monkeypatch):
     assert env["GLIBC_TUNABLES"] == "glibc.malloc.check=0:glibc.malloc.hugetlb=1"
 
 
-@pytest.mark.parametrize("reason", ["not glibc", "huge pages off", "opted out"])
+@pytest.mark.parametrize("reason", ["not glibc", "huge pages off", "opted out", "no command line"])
 def test_no_restart_where_it_cannot_help_or_is_unwanted(monkeypatch, reason):
     monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    if reason == "no command line":
+        monkeypatch.setattr(sys, "orig_argv", ["python"])
     monkeypatch.setattr(host_memory, "is_glibc", lambda: reason != "not glibc")
     monkeypatch.setattr(host_memory, "transparent_huge_pages_mode", lambda: "never" if reason == "huge pages off" else "madvise")
     if reason == "opted out":
