@@ -18,6 +18,7 @@ import statistics
 import subprocess
 import sys
 
+from benchmarks.run import NO_YNN_FLAG
 from jaxvision.host_memory import HUGE_PAGE_TUNABLE, OPT_OUT_VARIABLE
 
 # Each setting's environment on top of the parent's (GLIBC_TUNABLES and the MALLOC_* variables removed).
@@ -59,7 +60,7 @@ def run_child(model: str, batch_size: int, steps: int, setting: str) -> dict:
                  if k != "GLIBC_TUNABLES" and not k.startswith("MALLOC_") and k != OPT_OUT_VARIABLE}
     flags = inherited.get("XLA_FLAGS", "")
     if "ynn_fusion_type" not in flags:  # as benchmarks.run sets it on CPU
-        flags = f"{flags} --xla_cpu_experimental_ynn_fusion_type=".strip()
+        flags = f"{flags} {NO_YNN_FLAG}".strip()
     environment = {**inherited, **SETTINGS[setting], "XLA_FLAGS": flags}
     done = subprocess.run([sys.executable, "-m", "benchmarks.page_faults", "--child", f"{model}:{batch_size}",
                            "--steps", str(steps)], capture_output=True, text=True, env=environment)

@@ -9,10 +9,10 @@ from collections.abc import Sequence
 
 from jaxvision.cli import augment_preview as augment_preview_command
 from jaxvision.cli.xla_flags import use_fast_cpu_training_flags
-from jaxvision.host_memory import restart_with_huge_pages
 from jaxvision.cli import summary as summary_command
 from jaxvision.cli import sweep as sweep_command
 from jaxvision.cli import train as train_command
+from jaxvision.host_memory import restart_with_huge_pages
 
 # Each module has add_parser(subparsers), which registers a subcommand whose ``func`` runs it.
 _COMMANDS = (train_command, sweep_command, summary_command, augment_preview_command)
