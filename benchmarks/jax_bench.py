@@ -15,7 +15,8 @@ from benchmarks.timing import peak_memory_bytes, time_compile, time_function
 from jaxvision.host_memory import minor_page_faults
 from jaxvision.models import get_model, list_models
 from jaxvision.optimizers import make_optimizer
-from jaxvision.train import Batch, create_train_state, eval_step, train_step
+from jaxvision.step_compilation import step_compiler_options, steps_for
+from jaxvision.train import Batch, create_train_state, train_step
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,8 +96,10 @@ def bench_jax(spec: ModelSpec, batch_size: int, dtype: str, *, repeats: int, war
     ``images`` ("auto", "mnist" or "synthetic", see ``benchmarks.inputs``)."""
     images = resolve_source(images, spec.input_shape)
     _, state, batch, key = build(spec, batch_size, dtype, conv=conv, images=images)
-    train, train_compile_s, train_flops = time_compile(train_step, state, batch, key)
-    evaluate, eval_compile_s, eval_flops = time_compile(eval_step, state, batch)
+    # The steps as jaxvision.fit compiles them for this network (step_compilation.py).
+    train_step_fn, eval_step_fn = steps_for(state)
+    train, train_compile_s, train_flops = time_compile(train_step_fn, state, batch, key)
+    evaluate, eval_compile_s, eval_flops = time_compile(eval_step_fn, state, batch)
     carry = [state]
 
     def one_train_step():
@@ -110,6 +113,7 @@ def bench_jax(spec: ModelSpec, batch_size: int, dtype: str, *, repeats: int, war
     return {
         "framework": "jaxvision", "mode": "jit" if conv == "model" else "jit+fastconv", "model": spec.name,
         "batch_size": batch_size, "dtype": dtype, "images": images, "parameters": parameter_count(state),
+        "compiler_options": step_compiler_options(state),
         "train_compile_s": train_compile_s, "eval_compile_s": eval_compile_s,
         "train_step_s": dataclasses.asdict(train_timing),
         "train_images_per_s": batch_size / train_timing.median,

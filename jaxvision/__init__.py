@@ -12,6 +12,7 @@ from jaxvision.fit import FitResult, evaluate, fit
 from jaxvision.losses import LOSSES, binary_cross_entropy, cross_entropy, get_loss, l1, l2
 from jaxvision.models import get_model, list_models
 from jaxvision.optimizers import OPTIMIZERS, SCHEDULES, make_optimizer, make_schedule
+from jaxvision.step_compilation import steps_for
 from jaxvision.train import Batch, TrainState, create_train_state, eval_step, predict, train_step
 
 __version__ = "0.1.0"
@@ -41,6 +42,7 @@ __all__ = [
     "predict",
     "restore_checkpoint",
     "save_checkpoint",
+    "steps_for",
     "train_step",
 ]
 

@@ -1,4 +1,8 @@
-"""The training loop: epochs of ``train_step``, validation, early stopping, history, test evaluation."""
+"""The training loop: epochs of ``train_step``, validation, early stopping, history, test evaluation.
+
+The steps are ``jaxvision.train_step`` and ``eval_step`` compiled with the network's XLA options
+(``step_compilation.steps_for``).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from jaxvision.train import Batch, Metrics, TrainState, eval_step, train_step
+from jaxvision.step_compilation import steps_for
+from jaxvision.train import Batch, Metrics, TrainState, eval_step
 
 # Live loss/accuracy on the progress bar costs a host sync; do it every this many steps.
 _PROGRESS_EVERY = 10
@@ -104,6 +109,7 @@ def fit(
       A FitResult.
     """
     check_epochs_and_patience(epochs, patience)
+    train_step, eval_step_fn = steps_for(state)
     history: dict[str, list[float]] = {k: [] for k in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds")}
     best_state, best_epoch, best_loss = state, -1, np.inf
     stopped_early = False
@@ -123,7 +129,7 @@ def fit(
         bar.close()
         epoch_metrics = jax.device_get(jax.tree.map(lambda *xs: jnp.mean(jnp.stack(xs)), *step_metrics))
         train_seconds += time.perf_counter() - start
-        validation = evaluate(state, data.eval_batches("validation"))
+        validation = evaluate(state, data.eval_batches("validation"), step=eval_step_fn)
         history["train_loss"].append(float(epoch_metrics["loss"]))
         history["train_accuracy"].append(float(epoch_metrics["accuracy"]))
         history["val_loss"].append(validation["loss"])
@@ -144,7 +150,7 @@ def fit(
             if progress:
                 tqdm.write(f"early stopping: no validation improvement for {patience} epochs; restoring epoch {best_epoch + 1}")
             break
-    test = evaluate(best_state, data.eval_batches("test")) if evaluate_test else None
+    test = evaluate(best_state, data.eval_batches("test"), step=eval_step_fn) if evaluate_test else None
     return FitResult(
         state=best_state,
         history=history,

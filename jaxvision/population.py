@@ -34,12 +34,12 @@ from flax import struct
 
 from jaxvision.losses import Loss
 from jaxvision.train import (
-    INIT_COMPILER_OPTIONS,
     Batch,
     BatchAugment,
     Metrics,
     TrainState,
     create_train_state,
+    initialization_compiler_options,
     train_step_unjitted,
 )
 
@@ -185,7 +185,7 @@ def create_population(
     # bit a single run's initial state.
     initialize = jax.jit(lambda key: create_train_state(model, input_shape, optimizer, key, loss=loss, augment=augment))
     keys = [member_keys(m.seed)[0] for m in members]
-    initialize = initialize.lower(keys[0]).compile(compiler_options=INIT_COMPILER_OPTIONS)
+    initialize = initialize.lower(keys[0]).compile(compiler_options=initialization_compiler_options())
     state = stack_states([initialize(key) for key in keys])
     opt_state = state.opt_state
     for name in _OPTIMIZER_HYPERPARAMS:

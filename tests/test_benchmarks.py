@@ -47,6 +47,8 @@ def test_bench_jax_row_on_a_tiny_batch(mlp_row):
     assert mlp_row["parameters"] == 235_146 and mlp_row["train_images_per_s"] > 0 and mlp_row["train_flops_per_step"] > 0
     # The XLA temporaries of a step and the page faults per step, which huge pages cut (README item 11).
     assert mlp_row["train_temp_bytes"] > 0 and mlp_row["train_page_faults_per_step"] >= 0
+    # Compiled as jaxvision.fit compiles it: on CPU, without batch norm, XLA's legacy emitters (item 12).
+    assert mlp_row["compiler_options"] == {"xla_cpu_use_fusion_emitters": False}
     table = report.throughput_table([mlp_row])
     assert "| mlp" in table and table.count("\n") == 2
 
@@ -113,6 +115,7 @@ def test_time_to_accuracy_loop_learns_a_separable_toy_problem():
     recipe = tta.Recipe("mnist_cnn", batch_size=64, learning_rate=3e-3, epochs=3)
     row = tta.run_jax(data, recipe, seed=0, target=0.99, eval_batch_size=100)
     assert row["reached_target"] and row["epochs_run"] < 3 and row["test_accuracy"] >= 0.99
+    assert row["compiler_options"] == {"xla_cpu_use_fusion_emitters": False}
     with pytest.raises(ValueError, match="does not divide the 200 test examples"):
         tta.run_jax(data, recipe, seed=0, target=0.99, eval_batch_size=300)
 
@@ -162,3 +165,14 @@ def test_page_faults_child_times_steps_and_rows_parse():
         page_faults.parse_rows("lenet5")
     result = page_faults.child("mlp", 4, steps=2)
     assert result["step_s"] > 0 and result["faults_per_step"] >= 0 and result["temp_bytes"] > 0
+
+
+def test_emitters_times_both_compiles_of_a_step_and_marks_the_chosen_one():
+    from benchmarks import emitters
+
+    results = emitters.compare("mlp", 4, rounds=2, steps=2)
+    assert list(results) == ["default", "legacy"]
+    for result in results.values():
+        assert result["compile_s"] > 0 and len(result["step_s"]) == 2 and min(result["step_s"]) > 0
+    # The MLP has no batch norm, so steps_for picks the legacy emitters on CPU.
+    assert results["legacy"]["chosen"] and not results["default"]["chosen"]

@@ -9,6 +9,7 @@ import pytest
 
 import jaxvision
 from jaxvision import Batch, create_train_state, eval_step, get_model, make_optimizer, train_step
+from jaxvision import step_compilation
 from jaxvision.train import eval_step_unjitted, train_step_unjitted
 
 # The module, not the function of the same name that jaxvision re-exports.
@@ -92,14 +93,18 @@ def test_resumed_run_matches_an_uninterrupted_one(tmp_path):
 
 def test_fit_compiles_each_step_once_across_epochs(monkeypatch):
     splits = jaxvision.data.load_splits("digits", batch_size=64, eval_batch_size=100)
-    monkeypatch.setattr(fit_module, "train_step", jax.jit(chex.assert_max_traces(train_step_unjitted, n=1)))
-    traced_eval = jax.jit(chex.assert_max_traces(eval_step_unjitted, n=1))
-    monkeypatch.setattr(fit_module, "eval_step", traced_eval)
+    # fit's steps are step_compilation.steps_for's jits of these two functions: count their traces.
+    step_compilation._jitted_steps.cache_clear()
+    monkeypatch.setattr(step_compilation, "train_step_unjitted", chex.assert_max_traces(train_step_unjitted, n=1))
+    monkeypatch.setattr(step_compilation, "eval_step_unjitted", chex.assert_max_traces(eval_step_unjitted, n=1))
     state = create_train_state(get_model("mlp", num_classes=10), splits.meta.image_shape, make_optimizer("adam", 1e-3), jax.random.key(0))
-    # eval batches of 100 over 144 validation and 360 test examples: the last of each is padded.
-    result = fit_module.fit(state, splits, epochs=3, key=jax.random.key(1), progress=False)
+    try:
+        # eval batches of 100 over 144 validation and 360 test examples: the last of each is padded.
+        result = fit_module.fit(state, splits, epochs=3, key=jax.random.key(1), progress=False)
+    finally:
+        step_compilation._jitted_steps.cache_clear()
+        chex.clear_trace_counter()
     assert len(result.history["train_loss"]) == 3
-    chex.clear_trace_counter()
 
 
 @pytest.mark.parametrize("batch_size, expected_steps", [(1, 1293), (64, 20), (10_000, 1)])
