@@ -214,7 +214,8 @@ def train_step_unjitted(state: TrainState, batch: Batch, key: jax.Array) -> tupl
 
 
 train_step = jax.jit(train_step_unjitted)
-train_step.__doc__ = """One optimiser update on one batch; pure and jitted.
+train_step.__doc__ = """One optimiser update on one batch; pure and jitted (with XLA's default compile options;
+``jaxvision.steps_for(state)`` gives it compiled with the network's own, as ``jaxvision.fit`` runs it).
 
 Args:
   state: the TrainState; its ``step`` is folded into ``key``.
