@@ -18,14 +18,16 @@ def main(dataset: str = "mnist", epochs: int = 3, batch_size: int = 64, seed: in
     optimizer = jaxvision.make_optimizer("adam", 3e-3, schedule="onecycle", total_steps=epochs * splits.steps_per_epoch)
     init_key, train_key = jax.random.split(jax.random.key(seed))
     state = jaxvision.create_train_state(model, splits.meta.image_shape, optimizer, init_key)
+    # jaxvision.train_step / eval_step, jitted with this network's XLA options (as jaxvision.fit runs them).
+    train_step, eval_step = jaxvision.steps_for(state)
 
     for epoch in range(epochs):
         for batch in tqdm(splits.train_batches(epoch), total=splits.steps_per_epoch, desc=f"epoch {epoch + 1}"):
-            state, metrics = jaxvision.train_step(state, batch, train_key)  # jitted; key folded with the step
-        validation = jaxvision.evaluate(state, splits.eval_batches("validation"))
+            state, metrics = train_step(state, batch, train_key)  # the key is folded with the step
+        validation = jaxvision.evaluate(state, splits.eval_batches("validation"), step=eval_step)
         print(f"epoch {epoch + 1}: last train loss {float(metrics['loss']):.4f}, val accuracy {validation['accuracy']:.4f}")
 
-    test = jaxvision.evaluate(state, splits.eval_batches("test"))
+    test = jaxvision.evaluate(state, splits.eval_batches("test"), step=eval_step)
     print(f"test accuracy {test['accuracy']:.4f} on {int(test['count'])} images")
     return test["accuracy"]
 
