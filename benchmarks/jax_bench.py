@@ -16,7 +16,7 @@ from jaxvision.host_memory import minor_page_faults
 from jaxvision.models import get_model, list_models
 from jaxvision.optimizers import make_optimizer
 from jaxvision.step_compilation import step_compiler_options, steps_for
-from jaxvision.train import Batch, create_train_state, train_step
+from jaxvision.train import Batch, create_train_state
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,25 +123,4 @@ def bench_jax(spec: ModelSpec, batch_size: int, dtype: str, *, repeats: int, war
         "peak_memory_bytes": peak_memory_bytes(),
         "train_temp_bytes": getattr(train.memory_analysis(), "temp_size_in_bytes", None),
         "train_page_faults_per_step": faults_per_step,
-    }
-
-
-def profile_parts(spec: ModelSpec, batch_size: int, *, repeats: int, conv: str = "model") -> dict[str, float]:
-    """Fastest seconds (min over repeats) of the forward pass, forward + backward (no optimiser), and the full train step,
-    to show where a step's time goes."""
-    _, state, batch, key = build(spec, batch_size, "float32", conv=conv)
-
-    def loss(params):
-        logits = state.apply_fn({"params": params, **({"batch_stats": state.batch_stats} if state.batch_stats else {})},
-                                batch.images, train=True, rngs={"dropout": key}, mutable=["batch_stats"])[0]
-        return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), batch.labels[:, None], axis=1))
-
-    forward = jax.jit(lambda p: state.apply_fn({"params": p, **({"batch_stats": state.batch_stats} if state.batch_stats else {})},
-                                               batch.images, train=False))
-    gradient = jax.jit(jax.grad(loss))
-    step = jax.jit(lambda s: train_step(s, batch, key)[0].params)
-    return {
-        "forward_s": time_function(lambda: forward(state.params), repeats=repeats).min,
-        "forward_backward_s": time_function(lambda: gradient(state.params), repeats=repeats).min,
-        "train_step_s": time_function(lambda: step(state), repeats=repeats).min,
     }

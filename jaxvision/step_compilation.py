@@ -39,7 +39,15 @@ from typing import Any
 
 import jax
 
-from jaxvision.train import LEGACY_CPU_EMITTERS, Batch, Metrics, TrainState, eval_step_unjitted, train_step_unjitted
+from jaxvision.train import (
+    LEGACY_CPU_EMITTERS,
+    Batch,
+    Metrics,
+    TrainState,
+    eval_step_unjitted,
+    legacy_emitters_on_cpu,
+    train_step_unjitted,
+)
 
 TrainStepFn = Callable[[TrainState, Batch, jax.Array], tuple[TrainState, Metrics]]
 EvalStepFn = Callable[[TrainState, Batch], Metrics]
@@ -47,9 +55,7 @@ EvalStepFn = Callable[[TrainState, Batch], Metrics]
 
 def step_compiler_options(state: TrainState) -> dict[str, Any]:
     """The XLA compile options for ``state``'s steps on the current backend (empty: XLA's defaults)."""
-    if jax.default_backend() != "cpu" or state.batch_stats:
-        return {}
-    return dict(LEGACY_CPU_EMITTERS)
+    return {} if state.batch_stats else legacy_emitters_on_cpu()
 
 
 @functools.cache

@@ -76,11 +76,14 @@ INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0}
 LEGACY_CPU_EMITTERS: dict[str, Any] = {"xla_cpu_use_fusion_emitters": False}
 
 
+def legacy_emitters_on_cpu() -> dict[str, Any]:
+    """``LEGACY_CPU_EMITTERS`` on the CPU backend, else no options (the flag is XLA:CPU's)."""
+    return dict(LEGACY_CPU_EMITTERS) if jax.default_backend() == "cpu" else {}
+
+
 def initialization_compiler_options() -> dict[str, Any]:
     """The XLA compile options of initialisation programs on the current backend."""
-    if jax.default_backend() == "cpu":
-        return {**INIT_COMPILER_OPTIONS, **LEGACY_CPU_EMITTERS}
-    return dict(INIT_COMPILER_OPTIONS)
+    return {**INIT_COMPILER_OPTIONS, **legacy_emitters_on_cpu()}
 
 
 def _initializer(
