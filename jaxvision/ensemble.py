@@ -9,7 +9,6 @@ with different seeds see different data orders while every step stays one jitted
 from __future__ import annotations
 
 import dataclasses
-import functools
 import time
 from collections.abc import Iterable
 from typing import Any, Protocol
@@ -33,6 +32,7 @@ from jaxvision.population import (
     stack_states,
     unstack_states,
 )
+from jaxvision.step_compilation import jit_with_step_options
 from jaxvision.train import Batch, Metrics, TrainState
 
 # How many steps "auto" times each strategy for, after one warm-up step.
@@ -100,8 +100,7 @@ def _member_eval_sums(state: TrainState, batch: Batch) -> tuple[jax.Array, jax.A
     return jnp.sum(losses * batch.mask), jnp.sum(correct * batch.mask), jax.nn.softmax(logits)
 
 
-_member_eval = jax.jit(_member_eval_sums)
-_members_eval = jax.jit(jax.vmap(_member_eval_sums, in_axes=(0, None)))
+_members_eval_sums = jax.vmap(_member_eval_sums, in_axes=(0, None))
 
 
 @jax.jit
@@ -129,7 +128,8 @@ def population_eval_step(population: Population, batch: Batch) -> dict[str, jax.
     Returns:
       {"loss_sum": [N], "correct": [N], "ensemble_loss_sum", "ensemble_correct", "count"}.
     """
-    return _combine_eval(*_members_eval(population.state, batch), batch)
+    members_eval = jit_with_step_options(_members_eval_sums, population.state)
+    return _combine_eval(*members_eval(population.state, batch), batch)
 
 
 def evaluate_population(population: Population, batches: Iterable[Batch], *, strategy: str = "vmap") -> dict[str, Any]:
@@ -146,12 +146,13 @@ def evaluate_population(population: Population, batches: Iterable[Batch], *, str
     if strategy not in STRATEGIES:
         raise ValueError(f"Unknown strategy {strategy!r}: expected one of {', '.join(STRATEGIES)}.")
     states = unstack_states(population.state, population.size) if strategy == "loop" else None
+    member_eval = jit_with_step_options(_member_eval_sums, population.state)
     sums = None
     for batch in batches:
         if states is None:
             metrics = population_eval_step(population, batch)
         else:
-            parts = [_member_eval(state, batch) for state in states]
+            parts = [member_eval(state, batch) for state in states]
             metrics = _combine_eval(*(jnp.stack(p) for p in zip(*parts)), batch)
         sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
     if sums is None:
@@ -173,14 +174,12 @@ def ensemble_predict(population: Population, images: jax.Array) -> jax.Array:
     return jnp.mean(jax.nn.softmax(logits), axis=0)
 
 
-@functools.partial(jax.jit, static_argnames="batch_size")
 def _vmap_step(population, images, labels, orders, step, keys, *, batch_size: int):
     """Every member's step ``step`` of the epoch, gathered from on-device data, as one vmapped program."""
     batch = gather_member_batches(images, labels, orders, step, batch_size)
     return _population_train_step(population, batch, keys)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "batch_size"))
 def _loop_step(model, state, dropout_rate, active, images, labels, order, step, key, *, batch_size: int):
     """One member's step ``step`` of the epoch: the unbatched program the "loop" strategy calls N times."""
     batch = jax.tree.map(lambda x: x[0], gather_member_batches(images, labels, order[None], step, batch_size))
@@ -188,11 +187,18 @@ def _loop_step(model, state, dropout_rate, active, images, labels, order, step, 
 
 
 class _Trainer:
-    """Runs population steps with a strategy; "loop" keeps the members unstacked between steps."""
+    """Runs population steps with a strategy; "loop" keeps the members unstacked between steps.
+
+    Both strategies' programs compile as ``jaxvision.fit``'s steps do, with
+    ``step_compiler_options(population.state)`` (on CPU: XLA's legacy emitters for networks without
+    batch norm).
+    """
 
     def __init__(self, population: Population, images, labels, keys: jax.Array, batch_size: int, strategy: str):
         self.population, self.images, self.labels = population, images, labels
         self.keys, self.batch_size, self.strategy = keys, batch_size, strategy
+        self._vmap_step = jit_with_step_options(_vmap_step, population.state, static_argnames="batch_size")
+        self._loop_step = jit_with_step_options(_loop_step, population.state, static_argnames=("model", "batch_size"))
         self.member_keys = list(keys)
         self.members = population.unstack() if strategy == "loop" else None
 
@@ -205,13 +211,13 @@ class _Trainer:
         """Step ``step`` of the epoch for every member; metrics are [N] (vmap) or N-long lists (loop)."""
         step = jnp.int32(step)
         if self.members is None:
-            self.population, metrics = _vmap_step(
+            self.population, metrics = self._vmap_step(
                 self.population, self.images, self.labels, self.orders, step, self.keys, batch_size=self.batch_size
             )
             return metrics
         outputs = []
         for i, (state, rate, active) in enumerate(self.members):
-            state, metrics = _loop_step(
+            state, metrics = self._loop_step(
                 self.population.model, state, rate, active, self.images, self.labels, self.member_orders[i], step,
                 self.member_keys[i], batch_size=self.batch_size,
             )
@@ -283,7 +289,8 @@ def fit_population(
     Member i trains with keys ``member_keys(seed_i)``: step s uses ``fold_in(train_key, s)`` for
     dropout and augmentation, and epoch e visits the training split in ``epoch_order(data_key, e)``,
     in batches of ``data.batch_size``. It therefore computes what a single run of ``train_step`` on
-    those batches computes (to float tolerance under vmap; exactly under "loop" on CPU).
+    those batches computes, to float32 rounding. Both strategies compile with
+    ``step_compiler_options`` as ``fit``'s steps do (``jaxvision.step_compilation``).
 
     Args:
       population: from ``create_population``.

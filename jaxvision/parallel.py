@@ -22,6 +22,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from jaxvision.step_compilation import step_compiler_options
 from jaxvision.train import Batch, Metrics, TrainState, train_step_unjitted
 
 DATA_AXIS = "data"
@@ -105,15 +106,21 @@ def make_data_parallel_step(
     *,
     shard_parameters: bool = False,
     step: Callable[[TrainState, Batch, jax.Array], tuple[TrainState, Metrics]] = train_step_unjitted,
+    compiler_options: dict[str, Any] | None = None,
 ) -> Callable[[TrainState, Batch, jax.Array], tuple[TrainState, Metrics]]:
     """``step`` jitted with the batch sharded over ``data`` and the state as ``state_sharding``.
 
+    It compiles as ``jaxvision.fit``'s steps do: with ``step_compiler_options(state)`` (on CPU, XLA's
+    legacy loop emitters for networks without batch norm; see ``jaxvision.step_compilation``).
+
     Args:
       mesh: from ``make_mesh``.
-      state: any state with the structure that will be passed (only its shapes are read).
+      state: any state with the structure that will be passed (only its shapes, and whether it has
+        ``batch_stats``, are read).
       shard_parameters: shard large parameters and optimiser moments instead of replicating them.
       step: an un-jitted ``(state, batch, key) -> (state, metrics)``, e.g. ``train_step_unjitted`` or
         ``jaxvision.per_example.dp_train_step_unjitted`` with its options bound.
+      compiler_options: XLA compile options that replace the chosen ones; ``{}`` is XLA's defaults.
 
     Returns:
       The jitted step; metrics come back replicated, the key is replicated.
@@ -123,6 +130,7 @@ def make_data_parallel_step(
         step,
         in_shardings=(shardings, batch_sharding(mesh), replicated(mesh)),
         out_shardings=(shardings, replicated(mesh)),
+        compiler_options=(step_compiler_options(state) if compiler_options is None else compiler_options) or None,
     )
 
 

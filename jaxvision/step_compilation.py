@@ -27,14 +27,17 @@ So on CPU, networks without batch norm (no ``batch_stats``: the MLPs and pooling
 steps with the legacy emitters, and networks with batch norm (the ResNets) with XLA's defaults. The
 state's ``batch_stats`` is a proxy for "pools often, few kernel gradients", chosen because the state
 carries it; ``steps_for(state, compiler_options=...)`` overrides it. Elsewhere (GPU, TPU) XLA's
-defaults always apply. ``jaxvision.fit`` uses these steps; ``jaxvision.train_step`` itself, and the
-population, ensemble and data-parallel steps, compile with XLA's defaults.
+defaults always apply. ``jaxvision.fit`` uses these steps, and ``jit_with_step_options`` compiles
+other programs of a state the same way: ``fit_population``'s train and eval programs (both
+strategies) and ``jaxvision.parallel.make_data_parallel_step``. ``jaxvision.train_step``,
+``jaxvision.population.population_train_step`` and the DP-SGD steps of ``jaxvision.per_example``
+compile with XLA's defaults.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -59,10 +62,40 @@ def step_compiler_options(state: TrainState) -> dict[str, Any]:
 
 
 @functools.cache
+def _jitted(function: Callable, options: tuple[tuple[str, Any], ...], static_argnames: tuple[str, ...]) -> Callable:
+    return jax.jit(function, static_argnames=static_argnames or None, compiler_options=dict(options) or None)
+
+
+def jit_with_step_options(function: Callable, state: TrainState, *, static_argnames: str | Sequence[str] = (),
+                          compiler_options: dict[str, Any] | None = None) -> Callable:
+    """``jax.jit(function)`` compiled with ``step_compiler_options(state)`` (or ``compiler_options``).
+
+    For any program that runs ``state``'s network the way a train or eval step does (a vmapped
+    population step, a per-member step, an evaluation). One jitted function exists per
+    ``(function, options, static_argnames)``, so calls with the states of one network share their
+    compiled programs; ``function`` must therefore be a module-level function, not a fresh lambda.
+
+    Args:
+      function: the un-jitted function.
+      state: a state (or a stacked population's state) of the network; only ``batch_stats`` is read.
+      static_argnames: as for ``jax.jit``.
+      compiler_options: XLA compile options that replace the chosen ones; ``{}`` is XLA's defaults.
+
+    Returns:
+      The jitted function.
+    """
+    names = (static_argnames,) if isinstance(static_argnames, str) else tuple(static_argnames)
+    return _jitted(function, _options_key(state, compiler_options), names)
+
+
+def _options_key(state: TrainState, compiler_options: dict[str, Any] | None) -> tuple[tuple[str, Any], ...]:
+    options = step_compiler_options(state) if compiler_options is None else compiler_options
+    return tuple(sorted(options.items()))
+
+
+@functools.cache
 def _jitted_steps(options: tuple[tuple[str, Any], ...]) -> tuple[TrainStepFn, EvalStepFn]:
-    compiler_options = dict(options) or None
-    return (jax.jit(train_step_unjitted, compiler_options=compiler_options),
-            jax.jit(eval_step_unjitted, compiler_options=compiler_options))
+    return _jitted(train_step_unjitted, options, ()), _jitted(eval_step_unjitted, options, ())
 
 
 def steps_for(state: TrainState, *, compiler_options: dict[str, Any] | None = None) -> tuple[TrainStepFn, EvalStepFn]:
@@ -72,8 +105,7 @@ def steps_for(state: TrainState, *, compiler_options: dict[str, Any] | None = No
     arguments, same results up to float32 rounding). One pair exists per set of options, so every
     state of a network shares its compiled programs.
     """
-    options = step_compiler_options(state) if compiler_options is None else compiler_options
-    return _jitted_steps(tuple(sorted(options.items())))
+    return _jitted_steps(_options_key(state, compiler_options))
 
 
-__all__ = ["LEGACY_CPU_EMITTERS", "step_compiler_options", "steps_for"]
+__all__ = ["LEGACY_CPU_EMITTERS", "jit_with_step_options", "step_compiler_options", "steps_for"]

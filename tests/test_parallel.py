@@ -123,6 +123,24 @@ def test_one_device_mesh_step_equals_train_step():
         np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
 
 
+def test_the_step_compiles_with_the_step_options_unless_overridden(monkeypatch):
+    import jax
+
+    from jaxvision import parallel, step_compilation
+    from jaxvision.train import Batch
+
+    # An option XLA does not know, chosen for this network, must fail the compile; {} overrides it.
+    monkeypatch.setattr(step_compilation, "legacy_emitters_on_cpu", lambda: {"xla_cpu_no_such_option": True})
+    mesh = parallel.make_mesh(jax.devices()[:1])
+    state = parallel.place_state(_initial_state(), mesh)
+    images, labels = _batches()
+    batch = parallel.shard_batch(Batch.of(images[0], labels[0]), mesh)
+    with pytest.raises(Exception, match="xla_cpu_no_such_option"):
+        parallel.make_data_parallel_step(mesh, state)(state, batch, jax.random.key(1))
+    _, metrics = parallel.make_data_parallel_step(mesh, state, compiler_options={})(state, batch, jax.random.key(1))
+    assert np.isfinite(float(metrics["loss"]))
+
+
 @pytest.fixture(scope="module")
 def eight_device_results(tmp_path_factory):
     out = tmp_path_factory.mktemp("parallel") / "eight.npz"

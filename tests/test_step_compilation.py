@@ -75,3 +75,21 @@ def test_the_options_reach_xla(lenet_state):
     with pytest.raises(Exception, match="xla_cpu_no_such_option"):
         train_fn(lenet_state, lenet_batch(), jax.random.key(0))
 
+
+
+def _scaled_sum(x, *, scale):
+    return scale * x.sum()
+
+
+def test_jit_with_step_options_shares_one_function_per_options_and_passes_them_on(lenet_state):
+    from jaxvision.step_compilation import jit_with_step_options
+
+    other = make_state("lenet5", (28, 28, 1))
+    chosen = jit_with_step_options(_scaled_sum, lenet_state, static_argnames="scale")
+    assert chosen is jit_with_step_options(_scaled_sum, other, static_argnames=("scale",))
+    assert chosen is not jit_with_step_options(_scaled_sum, lenet_state, static_argnames="scale", compiler_options={})
+    assert float(chosen(jax.numpy.arange(4.0), scale=2.0)) == 12.0  # scale is static: a Python float works
+    bogus = jit_with_step_options(_scaled_sum, lenet_state, static_argnames="scale",
+                                  compiler_options={"xla_cpu_no_such_option": True})
+    with pytest.raises(Exception, match="xla_cpu_no_such_option"):
+        bogus(jax.numpy.arange(4.0), scale=2.0)
