@@ -22,7 +22,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jaxvision.step_compilation import step_compiler_options
+from jaxvision.step_compilation import resolve_compiler_options
 from jaxvision.train import Batch, Metrics, TrainState, train_step_unjitted
 
 DATA_AXIS = "data"
@@ -130,7 +130,7 @@ def make_data_parallel_step(
         step,
         in_shardings=(shardings, batch_sharding(mesh), replicated(mesh)),
         out_shardings=(shardings, replicated(mesh)),
-        compiler_options=(step_compiler_options(state) if compiler_options is None else compiler_options) or None,
+        compiler_options=resolve_compiler_options(state, compiler_options) or None,
     )
 
 

@@ -90,9 +90,13 @@ def jit_with_step_options(function: Callable, state: TrainState, *, static_argna
     return _jitted(function, _options_key(state, compiler_options), names)
 
 
+def resolve_compiler_options(state: TrainState, compiler_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``compiler_options`` if given (``{}``: XLA's defaults), else ``step_compiler_options(state)``."""
+    return step_compiler_options(state) if compiler_options is None else compiler_options
+
+
 def _options_key(state: TrainState, compiler_options: dict[str, Any] | None) -> tuple[tuple[str, Any], ...]:
-    options = step_compiler_options(state) if compiler_options is None else compiler_options
-    return tuple(sorted(options.items()))
+    return tuple(sorted(resolve_compiler_options(state, compiler_options).items()))
 
 
 @functools.cache
@@ -110,4 +114,4 @@ def steps_for(state: TrainState, *, compiler_options: dict[str, Any] | None = No
     return _jitted_steps(_options_key(state, compiler_options))
 
 
-__all__ = ["LEGACY_CPU_EMITTERS", "jit_with_step_options", "step_compiler_options", "steps_for"]
+__all__ = ["LEGACY_CPU_EMITTERS", "jit_with_step_options", "resolve_compiler_options", "step_compiler_options", "steps_for"]
