@@ -71,10 +71,11 @@ def test_zoo_summary_totals_equal_golden_parameter_counts(name):
 def test_zoo_summary_rows_of_lenet5_by_hand():
     result = summary(get_model("lenet5"), (28, 28, 1), batch_size=2)
     rows = {row.name: row for row in result.layers}
-    assert rows["Conv_0"].output_shape == (2, 28, 28, 6)
+    assert rows["Conv_0"].output_shape == (2, 14, 14, 6)  # conv + ReLU + pool, one ConvPool
     assert rows["Conv_0"].parameters == 5 * 5 * 1 * 6 + 6
     assert rows["Conv_0"].flops == 2 * 28 * 28 * 6 * 5 * 5 * 1
-    assert rows["Conv_1"].output_shape == (2, 10, 10, 16)
+    assert rows["Conv_1"].output_shape == (2, 5, 5, 16)
+    assert rows["Conv_1"].flops == 2 * 10 * 10 * 16 * 5 * 5 * 6
     assert rows["Dense_0"].flops == 2 * 400 * 120
     assert result.total_parameters == 61_706
     assert result.non_trainable == {}

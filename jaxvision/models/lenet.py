@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from jaxvision.models.activations import get_activation
-from jaxvision.models.conv import Conv
-from jaxvision.models.layers import Dropout, pool_2d
+from jaxvision.models.conv_pool import ConvPool
+from jaxvision.models.layers import Dropout
 
 
 class LeNet5(nn.Module):
@@ -37,11 +39,12 @@ class LeNet5(nn.Module):
         """Maps ``[batch, 28, 28, channels]`` to logits ``[batch, num_classes]``."""
         activation = get_activation(self.activation)
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        # Both convolutions have few input channels (1-3, then 6): models/conv.py's faster CPU path.
-        x = activation(Conv(6, (5, 5), padding=2, **kw)(x))
-        x = pool_2d(x, 2, kind=self.pooling)
-        x = activation(Conv(16, (5, 5), padding="VALID", **kw)(x))
-        x = pool_2d(x, 2, kind=self.pooling)
+        # conv + activation + pool as ConvPools (max pooling before the bias and activation where that
+        # is the same function), named as the nn.Convs they replaced. Both convolutions have few input
+        # channels (1-3, then 6): models/conv.py's faster CPU path.
+        conv_pool = functools.partial(ConvPool, activation=self.activation, pooling=self.pooling, **kw)
+        x = conv_pool(6, (5, 5), padding=2, name="Conv_0")(x)
+        x = conv_pool(16, (5, 5), padding="VALID", name="Conv_1")(x)
         x = x.reshape(x.shape[0], -1)
         for width in (120, 84):
             x = activation(nn.Dense(width, **kw)(x))

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 
 from jaxvision.models.alexnet import LocalResponseNorm, adaptive_avg_pool
 from jaxvision.models.batch_norm import BatchNorm
+from jaxvision.models.conv_pool import ConvPool
 from jaxvision.models.layers import Dropout, pool_2d
 
 # One entry per layer: an int is a 3x3 conv (pad 1) with that many channels, (channels, 1) a 1x1 conv,
@@ -73,6 +74,13 @@ def _conv_general_dilated(
     )
 
 
+def _pooled_by_conv(entries: Sequence[Any], position: int, batch_norm: bool) -> bool:
+    """Whether ``entries[position]`` is a convolution that takes the "M" right after it in as a ``ConvPool``
+    (not with batch norm, whose per-channel scale may be negative, so it does not commute with a max)."""
+    return (not batch_norm and 0 <= position < len(entries) - 1
+            and entries[position] not in (_M, _LRN) and entries[position + 1] == _M)
+
+
 class VGG(nn.Module):
     """Stacks of 3x3 convolutions (ReLU, optional batch norm) and 2x2 max pools, then three dense layers.
 
@@ -112,14 +120,24 @@ class VGG(nn.Module):
             raise ValueError(f"Unknown VGG config {self.config!r}: expected one of {', '.join(CONFIGS)}.")
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         conv_index = 0
-        for entry in CONFIGS[self.config]:
+        entries = CONFIGS[self.config]
+        for position, entry in enumerate(entries):
             if entry == _M:
-                x = pool_2d(x, 2)
+                if not _pooled_by_conv(entries, position - 1, self.batch_norm):
+                    x = pool_2d(x, 2)
             elif entry == _LRN:
                 x = LocalResponseNorm(name="lrn")(x)
             else:
                 width, kernel = entry if isinstance(entry, tuple) else (entry, 3)
                 conv_index += 1
+                if _pooled_by_conv(entries, position, self.batch_norm):
+                    # conv + ReLU + max pool as one ConvPool (pooling before the bias and ReLU), with
+                    # nn.Conv's parameters under the same name.
+                    x = ConvPool(
+                        width, (kernel, kernel), activation="relu", padding=kernel // 2,
+                        conv_general_dilated=_conv_general_dilated, name=f"conv{conv_index}", **kw,
+                    )(x)
+                    continue
                 x = nn.Conv(
                     width, (kernel, kernel), padding=kernel // 2, conv_general_dilated=_conv_general_dilated,
                     name=f"conv{conv_index}", **kw,
