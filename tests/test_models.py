@@ -108,6 +108,23 @@ def test_maxout_takes_the_max_of_its_linear_pieces():
     np.testing.assert_allclose(layer.apply(variables, x), linear.max(-1), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("channels", [models.layers.MIN_INDEX_CHANNELS - 1, models.layers.MIN_INDEX_CHANNELS])
+@pytest.mark.parametrize("window", [2, 3])
+def test_max_pool_gradient_at_ties_goes_where_flax_and_pytorch_send_it(channels, window):
+    # Half-integers on a coarse grid: most windows hold tied maxima. nn.max_pool (select-and-scatter)
+    # and PyTorch's max_pool2d send a window's gradient to its first maximum in row-major order.
+    x = jnp.round(jax.random.normal(jax.random.key(0), (2, 3 * window + 1, 2 * window, channels)))
+    cotangent = jax.random.normal(jax.random.key(1), (2, 3, 2, channels))
+    pooled, pull = jax.vjp(lambda v: models.pool_2d(v, window), x)
+    expected, pull_flax = jax.vjp(lambda v: nn.max_pool(v, (window, window), strides=(window, window)), x)
+    np.testing.assert_array_equal(pooled, expected)
+    np.testing.assert_array_equal(pull(cotangent)[0], pull_flax(cotangent)[0])
+    torch = pytest.importorskip("torch")
+    x_torch = torch.tensor(np.asarray(x).transpose(0, 3, 1, 2), requires_grad=True)
+    torch.nn.functional.max_pool2d(x_torch, window).backward(torch.tensor(np.asarray(cotangent).transpose(0, 3, 1, 2)))
+    np.testing.assert_array_equal(pull(cotangent)[0], x_torch.grad.numpy().transpose(0, 2, 3, 1))
+
+
 @pytest.mark.parametrize("kind", ["max", "avg"])
 def test_pool_2d_matches_a_numpy_loop_and_its_gradient_matches_flax(kind):
     x = np.asarray(jax.random.normal(jax.random.key(0), (2, 7, 6, 3)))  # 7 rows: the last is dropped
