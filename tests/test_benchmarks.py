@@ -176,3 +176,14 @@ def test_emitters_times_both_compiles_of_a_step_and_marks_the_chosen_one():
         assert result["compile_s"] > 0 and len(result["step_s"]) == 2 and min(result["step_s"]) > 0
     # The MLP has no batch norm, so steps_for picks the legacy emitters on CPU.
     assert results["legacy"]["chosen"] and not results["default"]["chosen"]
+
+
+def test_pooling_benchmark_times_three_different_programs_of_lenet5():
+    from benchmarks import pooling
+
+    results = pooling.compare("lenet5", 2, pairs=2)
+    assert list(results) == ["before", "pool-first", "now"]
+    # Each setting traced its own code path: three different optimised programs.
+    assert len({result["program_hash"] for result in results.values()}) == 3
+    for result in results.values():
+        assert len(result["wall_s"]) == len(result["cpu_s"]) == 2 and min(result["wall_s"]) > 0
