@@ -4,7 +4,8 @@ from jaxvision.models.activations import ACTIVATIONS, Maxout, get_activation
 from jaxvision.models.alexnet import AlexNet, LocalResponseNorm, adaptive_avg_pool
 from jaxvision.models.batch_norm import BatchNorm
 from jaxvision.models.conv_arithmetic import LayerSpec, conv_output_size, output_size, receptive_field
-from jaxvision.models.layers import Dropout, pool_2d
+from jaxvision.models.conv_pool import ConvPool
+from jaxvision.models.layers import Dropout, max_pool_2d, pool_2d
 from jaxvision.models.lenet import LeNet5
 from jaxvision.models.mlp import MLP
 from jaxvision.models.mnist_cnn import MnistCNN
@@ -19,6 +20,7 @@ __all__ = [
     "ACTIVATIONS",
     "AlexNet",
     "BatchNorm",
+    "ConvPool",
     "Dropout",
     "LayerSpec",
     "LayerSummary",
@@ -38,6 +40,7 @@ __all__ = [
     "get_activation",
     "get_model",
     "list_models",
+    "max_pool_2d",
     "output_size",
     "pool_2d",
     "receptive_field",
