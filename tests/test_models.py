@@ -125,6 +125,15 @@ def test_max_pool_gradient_at_ties_goes_where_flax_and_pytorch_send_it(channels,
     np.testing.assert_array_equal(pull(cotangent)[0], x_torch.grad.numpy().transpose(0, 2, 3, 1))
 
 
+def test_max_pool_gradient_with_windows_past_int8_indices_and_a_clear_error_on_ragged_maps():
+    # 12x12 windows have 144 entries: the stored index no longer fits int8.
+    x = jax.random.normal(jax.random.key(2), (1, 24, 12, models.layers.MIN_INDEX_CHANNELS))
+    expected = jax.grad(lambda v: jnp.sum(nn.max_pool(v, (12, 12), strides=(12, 12)) ** 2))(x)
+    np.testing.assert_array_equal(jax.grad(lambda v: jnp.sum(models.max_pool_2d(v, 12) ** 2))(x), expected)
+    with pytest.raises(ValueError, match="expected multiples of the window. Use pool_2d"):
+        models.max_pool_2d(jnp.zeros((1, 5, 4, 3)), 2)
+
+
 @pytest.mark.parametrize("kind", ["max", "avg"])
 def test_pool_2d_matches_a_numpy_loop_and_its_gradient_matches_flax(kind):
     x = np.asarray(jax.random.normal(jax.random.key(0), (2, 7, 6, 3)))  # 7 rows: the last is dropped

@@ -81,8 +81,28 @@ def max_pool_2d(x: jax.Array, window: int) -> jax.Array:
     old -> new: MnistCNN batch 128 18.9 -> 17.6 ms (faster in 91% of pairs), batch 64 9.8 -> 9.4 ms
     (91%); LeNet-5 batch 128 7.4 -> 7.3 ms (55%), batch 32 3.2 -> 3.4 ms (25%), batch 512 32.4 -> 33.7
     ms (41%); SimpleCNN and VGG-11 level (benchmarks/README.md, "Where the time goes", item 13).
+
+    Args:
+      x: [batch, height, width, channels], height and width multiples of ``window`` (``pool_2d`` crops).
+      window: window size and stride.
+
+    Returns:
+      [batch, height // window, width // window, channels].
+
+    Raises:
+      ValueError: if height or width is not a multiple of ``window``.
     """
+    if x.shape[1] % window or x.shape[2] % window:
+        raise ValueError(
+            f"max_pool_2d got a {x.shape[1]}x{x.shape[2]} map for window={window}: expected multiples of the "
+            "window. Use pool_2d, which drops the rows and columns that do not fill one."
+        )
     return _max_pool_forward(x, window)[0]
+
+
+def _index_dtype(window: int) -> jnp.dtype:
+    """int8 holds a window's entry index up to 11x11 windows."""
+    return jnp.dtype(jnp.int8) if window * window <= 128 else jnp.dtype(jnp.int32)
 
 
 def _window_entries(x: jax.Array, window: int) -> list[jax.Array]:
@@ -97,9 +117,10 @@ def _max_pool_forward(x: jax.Array, window: int) -> tuple[jax.Array, Any]:
     maxima = jnp.max(x.reshape(batch, height // window, window, width // window, window, channels), axis=(2, 4))
     if channels < MIN_INDEX_CHANNELS:
         return maxima, (x, maxima)
-    first = jnp.full(maxima.shape, window * window - 1, jnp.int8)
+    index_dtype = _index_dtype(window)
+    first = jnp.full(maxima.shape, window * window - 1, index_dtype)
     for k, entry in reversed(list(enumerate(_window_entries(x, window)))):
-        first = jnp.where(entry == maxima, jnp.int8(k), first)
+        first = jnp.where(entry == maxima, jnp.asarray(k, index_dtype), first)
     return maxima, first
 
 
@@ -117,7 +138,7 @@ def _max_pool_backward(window: int, residuals: Any, cotangent: jax.Array) -> tup
         gradient = jnp.stack(parts, axis=-1).reshape(batch, out_h, out_w, channels, window, window)
         gradient = gradient.transpose(0, 1, 4, 2, 5, 3)
     else:
-        positions = jnp.arange(window * window, dtype=jnp.int8).reshape(1, 1, window, 1, window, 1)
+        positions = jnp.arange(window * window, dtype=_index_dtype(window)).reshape(1, 1, window, 1, window, 1)
         hit = residuals[:, :, None, :, None, :] == positions
         gradient = jnp.where(hit, cotangent[:, :, None, :, None, :], zero)
     return (gradient.reshape(batch, out_h * window, out_w * window, channels),)
