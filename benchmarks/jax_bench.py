@@ -91,7 +91,7 @@ def parameter_count(state) -> int:
 
 
 def bench_jax(spec: ModelSpec, batch_size: int, dtype: str, *, repeats: int, warmup: int = 2,
-              conv: str = "model", images: str = "synthetic") -> dict[str, Any]:
+              conv: str = "model", images: str = "synthetic", min_seconds: float = 0.0) -> dict[str, Any]:
     """Compile times, train and inference step timings and XLA FLOPs of one (model, batch, dtype), on
     ``images`` ("auto", "mnist" or "synthetic", see ``benchmarks.inputs``)."""
     images = resolve_source(images, spec.input_shape)
@@ -107,9 +107,10 @@ def bench_jax(spec: ModelSpec, batch_size: int, dtype: str, *, repeats: int, war
         return metrics
 
     faults_before = minor_page_faults()
-    train_timing = time_function(one_train_step, repeats=repeats, warmup=warmup)
-    faults_per_step = (minor_page_faults() - faults_before) / (repeats + warmup)
-    eval_timing = time_function(lambda: evaluate(carry[0], batch), repeats=repeats, warmup=warmup)
+    train_timing = time_function(one_train_step, repeats=repeats, warmup=warmup, min_seconds=min_seconds)
+    faults_per_step = (minor_page_faults() - faults_before) / (train_timing.repeats + warmup)
+    eval_timing = time_function(lambda: evaluate(carry[0], batch), repeats=repeats, warmup=warmup,
+                                min_seconds=min_seconds)
     return {
         "framework": "jaxvision", "mode": "jit" if conv == "model" else "jit+fastconv", "model": spec.name,
         "batch_size": batch_size, "dtype": dtype, "images": images, "parameters": parameter_count(state),

@@ -29,6 +29,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--dtypes", default="float32", help="comma-separated: float32,bfloat16")
     p.add_argument("--repeats", type=int, default=None, help="timed steps per row (default 10; quick: 5)")
     p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--min-seconds", type=float, default=0.5,
+                   help="time each row's steps for at least this long, beyond --repeats (at most 400 steps), so that "
+                        "millisecond steps get a stable median; both frameworks alike (0: exactly --repeats)")
     p.add_argument("--conv", choices=("model", "fast"), default="model",
                    help="'fast': every nn.Conv through benchmarks/fast_conv.py (an experiment; see README)")
     p.add_argument("--images", choices=("auto", "mnist", "synthetic"), default="auto",
@@ -61,6 +64,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.seeds = [int(s) for s in (args.seeds or ("0" if args.quick else "0,1")).split(",")]
     args.dtypes = args.dtypes.split(",")
     args.models = args.models.split(",") if args.models else None
+    if args.min_seconds < 0:
+        p.error(f"Invalid --min-seconds {args.min_seconds}: expected >= 0, e.g. 0.5.")
     if args.repeats < 1 or any(b < 1 for b in args.batch_sizes):
         p.error(f"Invalid --repeats {args.repeats} / --batch-sizes {args.batch_sizes}: expected positive integers.")
     return args
@@ -123,7 +128,7 @@ def main(argv=None) -> dict:
         for batch_size in args.batch_sizes:
             for dtype in args.dtypes:
                 row = bench_jax(spec, batch_size, dtype, repeats=args.repeats, warmup=args.warmup, conv=args.conv,
-                                images=args.images)
+                                images=args.images, min_seconds=args.min_seconds)
                 flops = row["train_flops_per_step"]
                 row["mfu"] = flops / row["train_step_s"]["median"] / peaks[dtype][0] if flops else None
                 row["peak_flops"], row["peak_flops_source"] = peaks[dtype]
@@ -170,7 +175,7 @@ def bench_torch_row(spec, batch_size: int, args: argparse.Namespace, compiled: b
     from benchmarks.torch_models import bench_torch
 
     return bench_torch(spec.name, spec.input_shape, spec.num_classes, batch_size, repeats=args.repeats,
-                       warmup=args.warmup, compile=compiled, images=args.images)
+                       warmup=args.warmup, compile=compiled, images=args.images, min_seconds=args.min_seconds)
 
 
 def run_pipeline(args: argparse.Namespace) -> list[dict]:

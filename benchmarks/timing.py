@@ -44,16 +44,31 @@ class Timing:
         return cls(statistics.median(seconds), min(seconds), max(seconds), len(seconds))
 
 
-def time_function(function: Callable[[], Any], *, repeats: int, warmup: int = 2) -> Timing:
-    """Calls ``function`` ``warmup`` times untimed, then ``repeats`` times, each synced to completion."""
+# Upper bound on timed calls per measurement when min_seconds asks for more than repeats.
+MAX_TIMED_CALLS = 400
+
+
+def timed_calls(call: Callable[[], Any], *, repeats: int, min_seconds: float = 0.0) -> list[float]:
+    """Seconds of each of at least ``repeats`` calls of ``call`` (which must return only once its work is
+    done), calling on until ``min_seconds`` have been timed, at most ``MAX_TIMED_CALLS`` calls.
+
+    A fixed count gives millisecond steps a median of a few milliseconds of samples, which one
+    scheduler hiccup on a shared 2-core VM moves by 50%; a time budget gives them hundreds of samples
+    while leaving slow steps at ``repeats``.
+    """
+    seconds: list[float] = []
+    while len(seconds) < repeats or (sum(seconds) < min_seconds and len(seconds) < MAX_TIMED_CALLS):
+        start = time.perf_counter()
+        call()
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def time_function(function: Callable[[], Any], *, repeats: int, warmup: int = 2, min_seconds: float = 0.0) -> Timing:
+    """Calls ``function`` ``warmup`` times untimed, then times it (``timed_calls``), each call synced to completion."""
     for _ in range(warmup):
         jax.block_until_ready(function())
-    seconds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(function())
-        seconds.append(time.perf_counter() - start)
-    return Timing.of(seconds)
+    return Timing.of(timed_calls(lambda: jax.block_until_ready(function()), repeats=repeats, min_seconds=min_seconds))
 
 
 def time_compile(jitted: Any, *args: Any) -> tuple[Any, float, float | None]:

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmarks.inputs import benchmark_inputs
-from benchmarks.timing import Timing
+from benchmarks.timing import Timing, timed_calls
 from jaxvision.host_memory import minor_page_faults
 
 
@@ -167,20 +167,15 @@ def parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _time(function, *, repeats: int, warmup: int) -> Timing:
+def _time(function, *, repeats: int, warmup: int, min_seconds: float) -> Timing:
     for _ in range(warmup):
         function()
-    seconds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        seconds.append(time.perf_counter() - start)
-    return Timing.of(seconds)
+    return Timing.of(timed_calls(function, repeats=repeats, min_seconds=min_seconds))
 
 
 def bench_torch(name: str, input_shape, num_classes: int, batch_size: int, *, repeats: int, warmup: int = 2,
                 compile: bool = False, learning_rate: float = 0.01, momentum: float = 0.9,
-                images: str = "synthetic") -> dict[str, Any]:
+                images: str = "synthetic", min_seconds: float = 0.0) -> dict[str, Any]:
     """Train-step and inference timings of the PyTorch twin, eager or ``torch.compile``d, on the same
     ``images`` as the jaxvision row ("auto", "mnist" or "synthetic", see ``benchmarks.inputs``)."""
     torch.manual_seed(0)
@@ -206,13 +201,13 @@ def bench_torch(name: str, input_shape, num_classes: int, batch_size: int, *, re
     train_step()  # eager: first-call overhead; compiled: the compile itself
     train_first_s = time.perf_counter() - start
     faults_before = minor_page_faults()
-    train_timing = _time(train_step, repeats=repeats, warmup=warmup)
-    faults_per_step = (minor_page_faults() - faults_before) / (repeats + warmup)
+    train_timing = _time(train_step, repeats=repeats, warmup=warmup, min_seconds=min_seconds)
+    faults_per_step = (minor_page_faults() - faults_before) / (train_timing.repeats + warmup)
     model.eval()
     start = time.perf_counter()
     infer()
     eval_first_s = time.perf_counter() - start
-    eval_timing = _time(infer, repeats=repeats, warmup=warmup)
+    eval_timing = _time(infer, repeats=repeats, warmup=warmup, min_seconds=min_seconds)
     return {
         "framework": "pytorch", "mode": "compile" if compile else "eager", "model": name, "batch_size": batch_size,
         "dtype": "float32", "images": source, "parameters": parameter_count(model),

@@ -17,6 +17,17 @@ def test_timing_reports_median_min_max_over_the_repeats():
     assert result.repeats == 3 and result.min <= result.median <= result.max
 
 
+def test_timed_calls_run_on_until_the_time_budget_and_stop_at_the_cap(monkeypatch):
+    import time as clock
+
+    calls = timing.timed_calls(lambda: clock.sleep(0.004), repeats=2, min_seconds=0.04)
+    # 4 ms sleeps until 40 ms are timed, and not one call more.
+    assert len(calls) > 2 and sum(calls) >= 0.04 > sum(calls[:-1])
+    assert len(timing.timed_calls(lambda: None, repeats=3)) == 3  # no budget: exactly the repeats
+    monkeypatch.setattr(timing, "MAX_TIMED_CALLS", 5)
+    assert len(timing.timed_calls(lambda: clock.sleep(0.001), repeats=2, min_seconds=10.0)) == 5
+
+
 def test_xla_flops_counts_a_matmul():
     compiled = jax.jit(lambda a, b: a @ b).lower(jnp.ones((8, 16)), jnp.ones((16, 4))).compile()
     assert timing.xla_flops(compiled) == pytest.approx(2 * 8 * 16 * 4, rel=0.1)
