@@ -57,10 +57,12 @@ def timed_calls(call: Callable[[], Any], *, repeats: int, min_seconds: float = 0
     while leaving slow steps at ``repeats``.
     """
     seconds: list[float] = []
-    while len(seconds) < repeats or (sum(seconds) < min_seconds and len(seconds) < MAX_TIMED_CALLS):
+    timed = 0.0
+    while len(seconds) < repeats or (timed < min_seconds and len(seconds) < MAX_TIMED_CALLS):
         start = time.perf_counter()
         call()
         seconds.append(time.perf_counter() - start)
+        timed += seconds[-1]
     return seconds
 
 
