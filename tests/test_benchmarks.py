@@ -198,3 +198,47 @@ def test_pooling_benchmark_times_three_different_programs_of_lenet5():
     assert len({result["program_hash"] for result in results.values()}) == 3
     for result in results.values():
         assert len(result["wall_s"]) == len(result["cpu_s"]) == 2 and min(result["wall_s"]) > 0
+
+
+def test_conv_passes_reads_resnet20s_convolutions_off_its_forward_pass():
+    from benchmarks.conv_passes import network_convolutions
+
+    found = network_convolutions("resnet20", 2)
+    # By hand: stage 1 has 3 blocks of two 3x3 16->16 convolutions at 32x32; stages 2 and 3 open
+    # with a stride-2 convolution, then 5 more at the new width. The 3-channel stem takes the
+    # few-channel path (jaxvision.models.conv), which is not XLA's convolution: left out.
+    counts = {str(shape): count for shape, count in found.items()}
+    assert counts == {"3x3 32x32x16->16": 6, "3x3 32x32x16->32 /2": 1, "3x3 16x16x32->32": 5,
+                      "3x3 16x16x32->64 /2": 1, "3x3 8x8x64->64": 5}
+    assert all(shape.input_shape[0] == 2 for shape in found)
+    # LeNet-5's 1->6 and 6->16 layers both take the few-channel path (its forward is XLA's
+    # convolution inside a custom VJP for 6 channels, but its input gradient is not).
+    assert network_convolutions("lenet5", 2) == {}
+
+
+@pytest.mark.parametrize("strides", [(1, 1), (2, 2)])
+def test_conv_passes_time_the_same_computation_in_both_frameworks(strides):
+    from benchmarks.conv_passes import ConvShape, compare, jax_passes, table, torch_passes
+
+    shape = ConvShape((2, 9, 9, 5), (3, 3, 5, 4), strides, ((1, 1), (1, 1)))
+    ours, theirs = jax_passes(shape), torch_passes(shape)
+    np.testing.assert_allclose(ours["forward"](), theirs["forward"]().permute(0, 2, 3, 1).numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(ours["dgrad"](), theirs["dgrad"]().permute(0, 2, 3, 1).numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(ours["wgrad"](), theirs["wgrad"]().permute(2, 3, 1, 0).numpy(), rtol=1e-4, atol=1e-4)
+    figures = compare(shape, rounds=1, seconds=0.0)
+    assert set(figures) == {"jaxvision", "pytorch"}
+    assert all(v > 0 for f in figures.values() for v in f.values())
+    markdown = table([(shape, 3, figures)])
+    assert f"| {shape} | 3 |" in markdown and "| **network** | 3 |" in markdown
+
+
+def test_forward_backward_splits_both_frameworks_steps():
+    from benchmarks.forward_backward import compare, table
+
+    figures = compare("mlp", 4, rounds=1, seconds=0.0)
+    assert set(figures) == {"jaxvision", "pytorch"}
+    for by_program in figures.values():
+        assert set(by_program) == {"eval", "forward", "step", "backward"}
+        assert by_program["backward"] == pytest.approx(by_program["step"] - by_program["forward"])
+        assert by_program["eval"] > 0 and by_program["step"] > 0
+    assert "| mlp | 4 |" in table([("mlp", 4, figures)])
