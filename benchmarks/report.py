@@ -88,7 +88,8 @@ def plot(rows: list[dict[str, Any]], path: str) -> str:
     for r in rows:
         label = f"{r['framework']} {r['mode']}" + ("" if r["dtype"] == "float32" else f" {r['dtype']}")
         series.setdefault(label, {})[f"{r['model']}\nb{r['batch_size']}"] = r["train_images_per_s"]
-    names = sorted({k for s in series.values() for k in s}, key=lambda k: k)
+    # In the run's own order (models as listed, batch sizes ascending), not sorted as strings.
+    names = list(dict.fromkeys(f"{r['model']}\nb{r['batch_size']}" for r in rows))
     width = 0.8 / max(len(series), 1)
     fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(names)), 4))
     for index, (label, values) in enumerate(series.items()):
