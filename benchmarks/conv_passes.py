@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import collections
 import dataclasses
-import os
 import statistics
 from collections.abc import Callable
 from typing import Any
@@ -211,24 +210,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.rounds < 1 or args.seconds < 0 or args.batch_size < 1:
         p.error(f"Invalid --rounds {args.rounds} / --seconds {args.seconds} / --batch-size {args.batch_size}: "
                 "expected >= 1, >= 0 and >= 1, e.g. 5, 0.3 and 128.")
-    from benchmarks.run import configure_environment, parse_args
+    from benchmarks.run import side_by_side_environment
 
-    configure_environment(parse_args([]))  # XLA flags as benchmarks.run sets them
-    if argv is None:
-        from jaxvision.host_memory import restart_with_huge_pages
-
-        restart_with_huge_pages()  # as benchmarks.run runs both frameworks (benchmarks/README.md, item 11)
+    with_torch = side_by_side_environment(argv)
     from benchmarks.jax_bench import available_models
 
     available_models([args.model], "cpu")  # a clear error for an unknown name
-    try:
-        import torch
-
-        torch.set_num_threads(os.cpu_count())  # as benchmarks.run: as many threads as JAX's CPU client
-        with_torch = True
-    except ImportError:
-        print("PyTorch is not installed (pip install -e '.[compare]'): XLA's figures only.")
-        with_torch = False
     convolutions = network_convolutions(args.model, args.batch_size)
     if not convolutions:
         print(f"{args.model} has no convolutions that XLA runs as convolutions (few-channel layers are left out).")

@@ -19,7 +19,6 @@ The jaxvision programs compile with the network's own options (``jaxvision.step_
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 from collections.abc import Callable
 from typing import Any
@@ -150,23 +149,11 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if args.rounds < 1 or args.seconds < 0:
         p.error(f"Invalid --rounds {args.rounds} / --seconds {args.seconds}: expected >= 1 and >= 0, e.g. 5 and 0.5.")
-    from benchmarks.run import configure_environment, parse_args
+    from benchmarks.run import side_by_side_environment
 
-    configure_environment(parse_args([]))  # XLA flags and TFDS data dir as benchmarks.run sets them
-    if argv is None:
-        from jaxvision.host_memory import restart_with_huge_pages
-
-        restart_with_huge_pages()  # as benchmarks.run runs both frameworks (benchmarks/README.md, item 11)
+    with_torch = side_by_side_environment(argv)
     from benchmarks.page_faults import parse_rows
 
-    try:
-        import torch
-
-        torch.set_num_threads(os.cpu_count())  # as benchmarks.run: as many threads as JAX's CPU client
-        with_torch = True
-    except ImportError:
-        print("PyTorch is not installed (pip install -e '.[compare]'): jaxvision's figures only.")
-        with_torch = False
     rows = []
     for model, batch_size in parse_rows(args.rows):
         rows.append((model, batch_size, compare(model, batch_size, rounds=args.rounds, seconds=args.seconds,

@@ -88,6 +88,27 @@ def configure_environment(args: argparse.Namespace) -> None:
         os.environ["XLA_FLAGS"] = (flags + " " + NO_YNN_FLAG).strip()
 
 
+
+def side_by_side_environment(argv: list[str] | None) -> bool:
+    """Sets up a script that times both frameworks as this harness sets itself up; whether PyTorch is there.
+
+    XLA flags and the TFDS data dir as ``configure_environment`` sets them; when run as a command
+    (``argv`` None), the restart with huge pages (benchmarks/README.md, item 11); PyTorch's intra-op
+    threads as many as the cores, the number JAX's CPU client uses. Call it before importing JAX.
+    """
+    configure_environment(parse_args([]))
+    if argv is None:
+        from jaxvision.host_memory import restart_with_huge_pages
+
+        restart_with_huge_pages()  # replaces this process unless the tunable is already set
+    try:
+        import torch
+    except ImportError:
+        print("PyTorch is not installed (pip install -e '.[compare]'): jaxvision's figures only.")
+        return False
+    torch.set_num_threads(os.cpu_count())
+    return True
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     configure_environment(args)

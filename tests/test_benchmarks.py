@@ -242,3 +242,16 @@ def test_forward_backward_splits_both_frameworks_steps():
         assert by_program["backward"] == pytest.approx(by_program["step"] - by_program["forward"])
         assert by_program["eval"] > 0 and by_program["step"] > 0
     assert "| mlp | 4 |" in table([("mlp", 4, figures)])
+
+
+def test_side_by_side_scripts_print_their_tables(capsys):
+    from benchmarks import conv_passes, forward_backward
+
+    forward_backward.main(["--rows", "mlp:4", "--rounds", "1", "--seconds", "0"])
+    conv_passes.main(["--model", "mnist_cnn", "--batch-size", "2", "--rounds", "1", "--seconds", "0"])
+    conv_passes.main(["--model", "lenet5", "--batch-size", "2", "--rounds", "1", "--seconds", "0"])
+    out = capsys.readouterr().out
+    assert "| mlp | 4 |" in out and "| 3x3 14x14x24->32 | 1 |" in out
+    assert "lenet5 has no convolutions that XLA runs as convolutions" in out
+    with pytest.raises(ValueError, match="Unknown benchmark model"):
+        conv_passes.main(["--model", "lenet", "--rounds", "1"])
