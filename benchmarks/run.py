@@ -88,7 +88,6 @@ def configure_environment(args: argparse.Namespace) -> None:
         os.environ["XLA_FLAGS"] = (flags + " " + NO_YNN_FLAG).strip()
 
 
-
 def side_by_side_environment(argv: list[str] | None) -> bool:
     """Sets up a script that times both frameworks as this harness sets itself up; whether PyTorch is there.
 
@@ -108,6 +107,7 @@ def side_by_side_environment(argv: list[str] | None) -> bool:
         return False
     torch.set_num_threads(os.cpu_count())
     return True
+
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
