@@ -5,13 +5,17 @@ MNIST digits than on noise of the same shape: MnistCNN, batch 128, SGD step 19 m
 35-39 ms on normal, uniform or pixel-shuffled noise (``max_pool2d_with_indices`` 0.5 against 4.7 ms a
 call), while jaxvision's step is the same on either. Smooth noise (bilinearly upsampled) does not
 recover it, so the cause is the digits' large, exactly constant background, not the pixel statistics
-(benchmarks/README.md, "Inputs"). Rows of 28x28x1 models therefore use real MNIST training images when
+(benchmarks/NOTES.md, "Inputs"). Rows of 28x28x1 models therefore use real MNIST training images when
 the prepared dataset is at hand; the other shapes use standard-normal noise, and every row records which.
+
+Reading MNIST needs TensorFlow and tensorflow-datasets; without them (a bare accelerator host) "auto"
+is noise everywhere and nothing here imports TensorFlow.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib.util
 
 import numpy as np
 
@@ -29,13 +33,26 @@ def _mnist_train_images(count: int) -> tuple[np.ndarray, np.ndarray]:
     return splits.arrays("train")
 
 
-def mnist_available() -> bool:
-    """Whether TFDS finds a prepared MNIST ($TFDS_DATA_DIR or its default directory)."""
-    from jaxvision.data.pipeline import builder
+def tensorflow_available() -> bool:
+    """Whether TensorFlow and tensorflow-datasets can be imported (``jaxvision.data`` needs both)."""
+    for name in ("tensorflow", "tensorflow_datasets"):
+        try:
+            if importlib.util.find_spec(name) is None:
+                return False
+        except (ImportError, ValueError):  # a parent package missing, or a module blocked in sys.modules
+            return False
+    return True
 
+
+def mnist_available() -> bool:
+    """Whether TFDS finds a prepared MNIST ($TFDS_DATA_DIR or its default directory); False without TensorFlow."""
+    if not tensorflow_available():
+        return False
     try:
+        from jaxvision.data.pipeline import builder
+
         return builder("mnist").info.splits["train"].num_examples > 0
-    except Exception:  # any failure to find or read it means: not available here
+    except Exception:  # any failure to import, find or read it means: not available here
         return False
 
 
@@ -43,7 +60,8 @@ def resolve_source(source: str, input_shape: tuple[int, int, int]) -> str:
     """"mnist" or "synthetic" for one model's rows.
 
     Raises:
-      ValueError: for an unknown source, or "mnist" asked for a shape other than 28x28x1.
+      ValueError: for an unknown source, "mnist" asked for a shape other than 28x28x1, or "mnist"
+        without TensorFlow.
     """
     if source not in SOURCES:
         raise ValueError(f"Unknown --images {source!r}: expected one of {', '.join(SOURCES)}.")
@@ -52,6 +70,9 @@ def resolve_source(source: str, input_shape: tuple[int, int, int]) -> str:
     if source == "mnist" and tuple(input_shape) != MNIST_SHAPE:
         raise ValueError(f"--images mnist needs 28x28x1 models, not {input_shape}: use --images auto to take "
                          "MNIST for those and noise for the rest.")
+    if source == "mnist" and not tensorflow_available():
+        raise ValueError("--images mnist reads MNIST with tensorflow-datasets, which is not installed here: "
+                         "use --images auto (noise without it), or install jaxvision's dependencies (pip install -e .).")
     return source
 
 

@@ -9,14 +9,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.fast_conv import with_fast_conv
 from benchmarks.inputs import benchmark_inputs, resolve_source
-from benchmarks.timing import peak_memory_bytes, time_compile, time_function
-from jaxvision.host_memory import minor_page_faults
+from benchmarks.timing import PageFaults, peak_memory_bytes, time_compile, time_function
+from jaxvision.backends import resolve_kernels
+from jaxvision.backends.compile import compile_step, step_compiler_options
+from jaxvision.batch import Batch
 from jaxvision.models import get_model, list_models
 from jaxvision.optimizers import make_optimizer
-from jaxvision.step_compilation import step_compiler_options, steps_for
-from jaxvision.train import Batch, create_train_state
+from jaxvision.train import create_train_state, make_eval_step, make_train_step
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,26 +61,17 @@ def available_models(names: list[str] | None, backend: str) -> list[ModelSpec]:
     return [MODELS_BY_NAME[n] for n in names]
 
 
-def with_conv(apply_fn, conv: str):
-    """``apply_fn`` as is (``conv="model"``) or with every nn.Conv on ``benchmarks.fast_conv`` ("fast")."""
-    if conv == "model":
-        return apply_fn
-    if conv != "fast":
-        raise ValueError(f"Unknown --conv {conv!r}: expected 'model' or 'fast'.")
-    return with_fast_conv(apply_fn)
-
-
-def build(spec: ModelSpec, batch_size: int, dtype: str, *, conv: str = "model", seed: int = 0,
+def build(spec: ModelSpec, batch_size: int, dtype: str, *, kernels: str = "auto", seed: int = 0,
           images: str = "synthetic"):
     """(model, train state with SGD momentum, an on-device Batch, key) for one benchmark row.
 
+    ``kernels`` is passed to ``jaxvision.get_model`` ("auto", "reference" or "cpu");
     ``images`` is "auto", "mnist" or "synthetic" (``benchmarks.inputs``).
     """
     overrides = {} if dtype == "float32" else {"dtype": jnp.dtype(dtype)}
-    model = get_model(spec.name, num_classes=spec.num_classes, **overrides)
+    model = get_model(spec.name, num_classes=spec.num_classes, kernels=kernels, **overrides)
     state = create_train_state(model, spec.input_shape, make_optimizer("momentum", LEARNING_RATE, momentum=MOMENTUM),
                                jax.random.key(seed))
-    state = state.replace(apply_fn=with_conv(state.apply_fn, conv))
     pixels, labels, _ = benchmark_inputs(spec.input_shape, spec.num_classes, batch_size, images, seed=seed)
     batch = jax.device_put(Batch.of(pixels, labels))
     return model, state, batch, jax.random.key(seed + 1)
@@ -91,28 +82,30 @@ def parameter_count(state) -> int:
 
 
 def bench_jax(spec: ModelSpec, batch_size: int, dtype: str, *, repeats: int, warmup: int = 2,
-              conv: str = "model", images: str = "synthetic", min_seconds: float = 0.0) -> dict[str, Any]:
-    """Compile times, train and inference step timings and XLA FLOPs of one (model, batch, dtype), on
-    ``images`` ("auto", "mnist" or "synthetic", see ``benchmarks.inputs``)."""
+              kernels: str = "auto", images: str = "synthetic", min_seconds: float = 0.0) -> dict[str, Any]:
+    """Compile times, train and inference step timings and XLA FLOPs of one (model, batch, dtype), built
+    with ``kernels`` ("auto", "reference" or "cpu", see ``jaxvision.backends``), on ``images`` ("auto",
+    "mnist" or "synthetic", see ``benchmarks.inputs``)."""
     images = resolve_source(images, spec.input_shape)
-    _, state, batch, key = build(spec, batch_size, dtype, conv=conv, images=images)
-    # The steps as jaxvision.fit compiles them for this network (step_compilation.py).
-    train_step_fn, eval_step_fn = steps_for(state)
-    train, train_compile_s, train_flops = time_compile(train_step_fn, state, batch, key)
-    evaluate, eval_compile_s, eval_flops = time_compile(eval_step_fn, state, batch)
+    _, state, batch, key = build(spec, batch_size, dtype, kernels=kernels, images=images)
+    # The steps as jaxvision.fit compiles them: the one jit, with the options the backend picks for
+    # this network (jaxvision.backends.compile).
+    train_jit = compile_step(make_train_step().unjitted, state)
+    eval_jit = compile_step(make_eval_step().unjitted, state)
+    train, train_compile_s, train_flops = time_compile(train_jit, state, batch, key)
+    evaluate, eval_compile_s, eval_flops = time_compile(eval_jit, state, batch)
     carry = [state]
 
     def one_train_step():
         carry[0], metrics = train(carry[0], batch, key)
         return metrics
 
-    faults_before = minor_page_faults()
-    train_timing = time_function(one_train_step, repeats=repeats, warmup=warmup, min_seconds=min_seconds)
-    faults_per_step = (minor_page_faults() - faults_before) / (train_timing.repeats + warmup)
+    with PageFaults() as faults:
+        train_timing = time_function(one_train_step, repeats=repeats, warmup=warmup, min_seconds=min_seconds)
     eval_timing = time_function(lambda: evaluate(carry[0], batch), repeats=repeats, warmup=warmup,
                                 min_seconds=min_seconds)
     return {
-        "framework": "jaxvision", "mode": "jit" if conv == "model" else "jit+fastconv", "model": spec.name,
+        "framework": "jaxvision", "mode": "jit", "model": spec.name, "kernels": resolve_kernels(kernels),
         "batch_size": batch_size, "dtype": dtype, "images": images, "parameters": parameter_count(state),
         "compiler_options": step_compiler_options(state),
         "train_compile_s": train_compile_s, "eval_compile_s": eval_compile_s,
@@ -123,5 +116,5 @@ def bench_jax(spec: ModelSpec, batch_size: int, dtype: str, *, repeats: int, war
         "train_flops_per_step": train_flops, "eval_flops_per_step": eval_flops,
         "peak_memory_bytes": peak_memory_bytes(),
         "train_temp_bytes": getattr(train.memory_analysis(), "temp_size_in_bytes", None),
-        "train_page_faults_per_step": faults_per_step,
+        "train_page_faults_per_step": faults.count / (train_timing.repeats + warmup),
     }

@@ -3,6 +3,7 @@
 The pipeline (tf.data on the host: shuffle, batch, normalise, prefetch) hands numpy batches to the
 train step; augmentation runs on device inside the step, so it slows the consumer, not the producer.
 The margin is pipeline images/s over train-step images/s: above 1 the pipeline is never the bottleneck.
+It needs TensorFlow and tensorflow-datasets (imported when it runs, so the module imports without them).
 """
 
 from __future__ import annotations
@@ -11,13 +12,10 @@ import time
 from typing import Any
 
 import jax
-import tensorflow_datasets as tfds
 
 from benchmarks.jax_bench import MODELS_BY_NAME, build
 from benchmarks.timing import time_function
-from jaxvision.augment import parse_augment_spec
-from jaxvision.data import load_splits
-from jaxvision.train import train_step
+from jaxvision.train import make_train_step
 
 # dataset -> (model that consumes it, on-device augmentation spec)
 CONSUMERS = {"mnist": ("simple_cnn", "crop:2,rotate:10"), "cifar10": ("resnet20", "flip,crop:4")}
@@ -33,12 +31,14 @@ def pipeline_images_per_s(splits, *, num_batches: int) -> float:
     return images / (time.perf_counter() - start)
 
 
-def consumer_images_per_s(model: str, batch_size: int, augment: str | None, *, repeats: int, conv: str) -> float:
+def consumer_images_per_s(model: str, batch_size: int, augment: str | None, *, repeats: int,
+                          kernels: str = "auto") -> float:
     """Training images/s of ``model``'s train step on device, with the on-device augmentation or none."""
+    from jaxvision.augment import parse_augment_spec
+
     spec = MODELS_BY_NAME[model]
-    _, state, batch, key = build(spec, batch_size, "float32", conv=conv)
-    if augment:
-        state = state.replace(augment_fn=parse_augment_spec(augment))
+    _, state, batch, key = build(spec, batch_size, "float32", kernels=kernels)
+    train_step = make_train_step(augment=parse_augment_spec(augment) if augment else None)
     carry = [state]
 
     def step():
@@ -49,8 +49,12 @@ def consumer_images_per_s(model: str, batch_size: int, augment: str | None, *, r
 
 
 def bench_pipeline(*, batch_size: int, num_batches: int, repeats: int, synthetic_examples: int = 2048,
-                   conv: str = "model", datasets=("mnist", "cifar10")) -> list[dict[str, Any]]:
+                   kernels: str = "auto", datasets=("mnist", "cifar10")) -> list[dict[str, Any]]:
     """One row per (dataset, augmentation): MNIST from TFDS_DATA_DIR, CIFAR-10-shaped from tfds mock data."""
+    import tensorflow_datasets as tfds
+
+    from jaxvision.data import load_splits
+
     rows = []
     for dataset in datasets:
         if dataset == "cifar10":
@@ -65,7 +69,7 @@ def bench_pipeline(*, batch_size: int, num_batches: int, repeats: int, synthetic
             name = dataset
         model, augment = CONSUMERS[dataset]
         for spec in (None, augment):
-            consumer = consumer_images_per_s(model, batch_size, spec, repeats=repeats, conv=conv)
+            consumer = consumer_images_per_s(model, batch_size, spec, repeats=repeats, kernels=kernels)
             rows.append({"dataset": name, "batch_size": batch_size, "augment": spec or "none", "consumer_model": model,
                          "images_per_s": rate, "consumer_images_per_s": consumer,
                          "margin": rate / consumer})

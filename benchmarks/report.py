@@ -1,4 +1,8 @@
-"""Results out: the JSON record under benchmarks/results/, the Markdown table, the PNG plot."""
+"""Results out: the JSON record (under runs/benchmarks/ unless told otherwise), the Markdown tables, the PNG plot.
+
+Records go outside the source tree by default (``runs/`` is git-ignored). A headline record is
+committed only on purpose: run with ``--output benchmarks/results`` (``HEADLINE_DIR``) and ``git add`` it.
+"""
 
 from __future__ import annotations
 
@@ -7,21 +11,33 @@ import json
 import os
 from typing import Any
 
-RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+# Relative to the working directory, as ``jaxvision train`` writes its runs.
+RESULTS_DIR = os.path.join("runs", "benchmarks")
+# The committed headline records (benchmarks/README.md's table comes from one of them).
+HEADLINE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+def unused_path(directory: str, stem: str, suffix: str = ".json") -> str:
+    """``<directory>/<stem><suffix>``, or ``<stem>-2<suffix>``, ``-3``, ... if taken; creates ``directory``."""
+    os.makedirs(directory, exist_ok=True)
+    path, index = os.path.join(directory, stem + suffix), 1
+    while os.path.exists(path):
+        index += 1
+        path = os.path.join(directory, f"{stem}-{index}{suffix}")
+    return path
+
+
+def write_json(record: dict[str, Any], path: str) -> str:
+    with open(path, "w") as f:
+        json.dump(record, f, indent=1, default=str)
+    return path
 
 
 def write_record(record: dict[str, Any], directory: str = RESULTS_DIR) -> str:
     """Writes ``record`` to ``<directory>/<date>-<backend>-<commit>.json`` (never overwriting); returns the path."""
-    os.makedirs(directory, exist_ok=True)
     machine = record["machine"]
     stem = f"{datetime.date.today().isoformat()}-{machine['backend']}-{machine['git_commit']}"
-    path, index = os.path.join(directory, stem + ".json"), 1
-    while os.path.exists(path):
-        index += 1
-        path = os.path.join(directory, f"{stem}-{index}.json")
-    with open(path, "w") as f:
-        json.dump(record, f, indent=1, default=str)
-    return path
+    return write_json(record, unused_path(directory, stem))
 
 
 def _fmt(value: float | None, digits: int = 0) -> str:

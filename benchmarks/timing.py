@@ -1,5 +1,5 @@
 """Honest timing: warm up, ``block_until_ready``, repeat, report median/min/max; the device's peak
-FLOP/s (measured on CPU, from a documented table on accelerators); the machine it all ran on."""
+FLOP/s (measured on CPU, from a documented table on accelerators); page faults; the machine it all ran on."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import subprocess
 import time
 from collections.abc import Callable
 from typing import Any
+
+from jaxvision.backends.cpu.host_memory import minor_page_faults
 
 import jax
 import jax.numpy as jnp
@@ -73,6 +75,25 @@ def time_function(function: Callable[[], Any], *, repeats: int, warmup: int = 2,
     return Timing.of(timed_calls(lambda: jax.block_until_ready(function()), repeats=repeats, min_seconds=min_seconds))
 
 
+class PageFaults:
+    """Counts this process's minor page faults inside a ``with`` block: ``count`` once it has closed.
+
+    On XLA:CPU, faults per step near the step's temporary buffer in 4 KiB pages are the cost that huge
+    pages remove (``jaxvision/backends/cpu/host_memory.py``). 0 where the platform has no counter.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._start = 0
+
+    def __enter__(self) -> "PageFaults":
+        self._start = minor_page_faults()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.count = minor_page_faults() - self._start
+
+
 def time_compile(jitted: Any, *args: Any) -> tuple[Any, float, float | None]:
     """Lowers and compiles ``jitted`` for ``args``: (compiled, seconds, XLA's FLOP count or None)."""
     start = time.perf_counter()
@@ -119,13 +140,20 @@ def peak_memory_bytes() -> int | None:
 
 
 def _git_commit() -> str:
+    """The checkout's short commit, "-dirty" if it has changes; else $BENCHMARK_COMMIT, else "unknown".
+
+    A copy of the source tree without its .git (a lent accelerator host) has no commit to read: pass
+    it as ``BENCHMARK_COMMIT=<commit>`` so that the record still says what was measured.
+    """
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     try:
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True)
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True).stdout
-        return out.stdout.strip() + ("-dirty" if dirty.strip() else "")
-    except OSError:
-        return "unknown"
+        if out.returncode == 0 and out.stdout.strip():
+            dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True).stdout
+            return out.stdout.strip() + ("-dirty" if dirty.strip() else "")
+    except OSError:  # no git
+        pass
+    return os.environ.get("BENCHMARK_COMMIT") or "unknown"
 
 
 def machine_info() -> dict[str, Any]:

@@ -13,8 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmarks.inputs import benchmark_inputs
-from benchmarks.timing import Timing, timed_calls
-from jaxvision.host_memory import minor_page_faults
+from benchmarks.timing import PageFaults, Timing, timed_calls
 
 
 class MLP(nn.Module):
@@ -200,9 +199,9 @@ def bench_torch(name: str, input_shape, num_classes: int, batch_size: int, *, re
     model.train()
     train_step()  # eager: first-call overhead; compiled: the compile itself
     train_first_s = time.perf_counter() - start
-    faults_before = minor_page_faults()
-    train_timing = _time(train_step, repeats=repeats, warmup=warmup, min_seconds=min_seconds)
-    faults_per_step = (minor_page_faults() - faults_before) / (train_timing.repeats + warmup)
+    with PageFaults() as faults:
+        train_timing = _time(train_step, repeats=repeats, warmup=warmup, min_seconds=min_seconds)
+    faults_per_step = faults.count / (train_timing.repeats + warmup)
     model.eval()
     start = time.perf_counter()
     infer()

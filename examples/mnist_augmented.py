@@ -3,7 +3,7 @@
   TFDS_DATA_DIR=../shared/tensorflow_datasets python examples/mnist_augmented.py --epochs 3
   python examples/mnist_augmented.py --augment rotate:10,translate:0.1,fill:edge --tta crops:5
 
-The augmented run differs from the plain one only by ``augment=`` in ``create_train_state``: the
+The augmented run differs from the plain one only by ``augment=`` in ``fit``: the
 pipeline runs inside the jitted train step, one draw per example, keyed by the step.
 ``fill:edge`` repeats the black border instead of shifting in 0 (the mean, a grey on MNIST).
 """
@@ -26,9 +26,9 @@ def train(splits: data.Splits, spec: str | None, args: argparse.Namespace) -> di
         pipeline = augment.parse_augment_spec(spec, num_classes=meta.num_classes, mean=meta.mean, std=meta.std)
     optimizer = make_optimizer("adam", args.learning_rate, total_steps=args.epochs * splits.steps_per_epoch, schedule="warmup_cosine")
     init_key, train_key = jax.random.split(jax.random.key(args.seed))
-    state = create_train_state(get_model("lenet5", num_classes=meta.num_classes), meta.image_shape, optimizer, init_key, augment=pipeline)
+    state = create_train_state(get_model("lenet5", num_classes=meta.num_classes), meta.image_shape, optimizer, init_key)
     start = time.perf_counter()
-    result = fit(state, splits, epochs=args.epochs, key=train_key, progress=not args.no_progress)
+    result = fit(state, splits, epochs=args.epochs, key=train_key, augment=pipeline, progress=not args.no_progress)
     report = {
         "augment": pipeline.spec if pipeline else None,
         "epochs": args.epochs,

@@ -18,8 +18,8 @@ def main(dataset: str = "mnist", epochs: int = 3, batch_size: int = 64, seed: in
     optimizer = jaxvision.make_optimizer("adam", 3e-3, schedule="onecycle", total_steps=epochs * splits.steps_per_epoch)
     init_key, train_key = jax.random.split(jax.random.key(seed))
     state = jaxvision.create_train_state(model, splits.meta.image_shape, optimizer, init_key)
-    # jaxvision.train_step / eval_step, jitted with this network's XLA options (as jaxvision.fit runs them).
-    train_step, eval_step = jaxvision.steps_for(state)
+    # The steps built from their parts; they compile with this network's options, as jaxvision.fit's do.
+    train_step, eval_step = jaxvision.make_train_step(loss="cross_entropy"), jaxvision.make_eval_step(loss="cross_entropy")
 
     for epoch in range(epochs):
         for batch in tqdm(splits.train_batches(epoch), total=splits.steps_per_epoch, desc=f"epoch {epoch + 1}"):

@@ -7,13 +7,23 @@
 import importlib
 from typing import Any
 
+from jaxvision.batch import Batch
 from jaxvision.checkpoint import restore_checkpoint, save_checkpoint
 from jaxvision.fit import FitResult, evaluate, fit
 from jaxvision.losses import LOSSES, binary_cross_entropy, cross_entropy, get_loss, l1, l2
 from jaxvision.models import get_model, list_models
 from jaxvision.optimizers import OPTIMIZERS, SCHEDULES, make_optimizer, make_schedule
-from jaxvision.step_compilation import steps_for
-from jaxvision.train import Batch, TrainState, create_train_state, eval_step, predict, train_step
+from jaxvision.train import (
+    EvalStep,
+    TrainState,
+    TrainStep,
+    create_train_state,
+    eval_step,
+    make_eval_step,
+    make_train_step,
+    predict,
+    train_step,
+)
 
 __version__ = "0.1.0"
 
@@ -22,8 +32,10 @@ __all__ = [
     "OPTIMIZERS",
     "SCHEDULES",
     "Batch",
+    "EvalStep",
     "FitResult",
     "TrainState",
+    "TrainStep",
     "augment",
     "binary_cross_entropy",
     "create_train_state",
@@ -37,12 +49,13 @@ __all__ = [
     "l1",
     "l2",
     "list_models",
+    "make_eval_step",
     "make_optimizer",
     "make_schedule",
+    "make_train_step",
     "predict",
     "restore_checkpoint",
     "save_checkpoint",
-    "steps_for",
     "train_step",
 ]
 

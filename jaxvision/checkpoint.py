@@ -26,7 +26,7 @@ def restore_checkpoint(path: str, like: TrainState) -> TrainState:
     Args:
       path: the path ``save_checkpoint`` returned.
       like: a state with the same structure (e.g. a freshly created one); it supplies the static
-        fields (``apply_fn``, ``tx``, loss and augmentation) and the shapes and dtypes to restore.
+        fields (``apply_fn``, ``tx``) and the shapes and dtypes to restore.
     """
     import orbax.checkpoint as ocp
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import jax
 
-from jaxvision.train import Batch
+from jaxvision.batch import Batch
 
 
 def initialize(

@@ -1,7 +1,8 @@
 """Training a population: per-member epochs, metrics and early stopping, best-member selection and the
 ensemble (mean of the members' softmax) evaluated next to each member.
 
-``fit_population`` is ``jaxvision.fit.fit`` for N members at once. The training split lives on device
+``fit_population`` is ``jaxvision.fit.fit`` for N members at once, on the same epoch loop
+(``jaxvision.fit.run_epochs``). The training split lives on device
 and each member gathers its own batches through its own permutation (``epoch_order``), so members
 with different seeds see different data orders while every step stays one jitted call.
 """
@@ -9,6 +10,7 @@ with different seeds see different data orders while every step stays one jitted
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections.abc import Iterable
 from typing import Any, Protocol
@@ -18,8 +20,10 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from jaxvision.fit import check_epochs_and_patience
-from jaxvision.losses import hard_labels, predicted_classes
+from jaxvision.backends.compile import compile_step
+from jaxvision.batch import Batch, BatchAugment, Metrics
+from jaxvision.fit import check_epochs_and_patience, run_epochs
+from jaxvision.losses import Loss, get_loss, hard_labels, predicted_classes
 from jaxvision.population import (
     STRATEGIES,
     MemberConfig,
@@ -30,10 +34,10 @@ from jaxvision.population import (
     member_keys,
     member_train_step,
     stack_states,
+    step_options,
     unstack_states,
 )
-from jaxvision.step_compilation import jit_with_step_options
-from jaxvision.train import Batch, Metrics, TrainState
+from jaxvision.train import TrainState, TrainStep, make_train_step
 
 # How many steps "auto" times each strategy for, after one warm-up step.
 _AUTO_TIMING_STEPS = 3
@@ -92,15 +96,16 @@ class PopulationResult:
         return rows
 
 
-def _member_eval_sums(state: TrainState, batch: Batch) -> tuple[jax.Array, jax.Array, jax.Array]:
+def _member_eval_sums(state: TrainState, batch: Batch, *, loss: Loss) -> tuple[jax.Array, jax.Array, jax.Array]:
     """(loss sum, correct count, [batch, classes] probabilities) of one member over a batch's real examples."""
-    logits = state.apply_fn(state.variables, batch.images, train=False)
-    losses = state.loss_fn(logits, batch.labels)
+    logits = state.apply_fn(state.variables, batch.images, train=False).astype(jnp.float32)
+    losses = loss(logits, batch.labels)
     correct = predicted_classes(logits) == hard_labels(batch.labels)
     return jnp.sum(losses * batch.mask), jnp.sum(correct * batch.mask), jax.nn.softmax(logits)
 
 
-_members_eval_sums = jax.vmap(_member_eval_sums, in_axes=(0, None))
+def _members_eval_sums(state: TrainState, batch: Batch, *, loss: Loss) -> tuple[jax.Array, jax.Array, jax.Array]:
+    return jax.vmap(functools.partial(_member_eval_sums, loss=loss), in_axes=(0, None))(state, batch)
 
 
 @jax.jit
@@ -119,7 +124,7 @@ def _combine_eval(loss_sum: jax.Array, correct: jax.Array, probabilities: jax.Ar
     }
 
 
-def population_eval_step(population: Population, batch: Batch) -> dict[str, jax.Array]:
+def population_eval_step(population: Population, batch: Batch, *, loss: str | Loss = "cross_entropy") -> dict[str, jax.Array]:
     """Sums over the real examples of a batch, per member and for the ensemble (all members vmapped).
 
     The ensemble predicts the mean of its members' softmax probabilities; its loss is the negative log
@@ -128,31 +133,34 @@ def population_eval_step(population: Population, batch: Batch) -> dict[str, jax.
     Returns:
       {"loss_sum": [N], "correct": [N], "ensemble_loss_sum", "ensemble_correct", "count"}.
     """
-    members_eval = jit_with_step_options(_members_eval_sums, population.state)
-    return _combine_eval(*members_eval(population.state, batch), batch)
+    members_eval = compile_step(_members_eval_sums, population.state, static_argnames="loss")
+    return _combine_eval(*members_eval(population.state, batch, loss=get_loss(loss)), batch)
 
 
-def evaluate_population(population: Population, batches: Iterable[Batch], *, strategy: str = "vmap") -> dict[str, Any]:
+def evaluate_population(population: Population, batches: Iterable[Batch], *, strategy: str = "vmap",
+                        loss: str | Loss = "cross_entropy") -> dict[str, Any]:
     """Mean loss and accuracy of every member and of the ensemble over every real example of ``batches``.
 
     Args:
       population: the members to evaluate.
       batches: e.g. ``data.eval_batches("test")``.
       strategy: "vmap" evaluates all members as one program, "loop" one member at a time.
+      loss: the members' loss (a name in ``jaxvision.losses.LOSSES`` or a function).
 
     Returns:
       {"loss": [N], "accuracy": [N], "ensemble_loss", "ensemble_accuracy", "count"} (NumPy / floats).
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"Unknown strategy {strategy!r}: expected one of {', '.join(STRATEGIES)}.")
+    loss = get_loss(loss)
     states = unstack_states(population.state, population.size) if strategy == "loop" else None
-    member_eval = jit_with_step_options(_member_eval_sums, population.state)
+    member_eval = compile_step(_member_eval_sums, population.state, static_argnames="loss")
     sums = None
     for batch in batches:
         if states is None:
-            metrics = population_eval_step(population, batch)
+            metrics = population_eval_step(population, batch, loss=loss)
         else:
-            parts = [member_eval(state, batch) for state in states]
+            parts = [member_eval(state, batch, loss=loss) for state in states]
             metrics = _combine_eval(*(jnp.stack(p) for p in zip(*parts)), batch)
         sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
     if sums is None:
@@ -174,31 +182,34 @@ def ensemble_predict(population: Population, images: jax.Array) -> jax.Array:
     return jnp.mean(jax.nn.softmax(logits), axis=0)
 
 
-def _vmap_step(population, images, labels, orders, step, keys, *, batch_size: int):
-    """Every member's step ``step`` of the epoch, gathered from on-device data, as one vmapped program."""
-    batch = gather_member_batches(images, labels, orders, step, batch_size)
-    return _population_train_step(population, batch, keys)
+def _vmap_step(population, images, labels, orders, index, keys, *, batch_size: int, step: TrainStep):
+    """Every member's step ``index`` of the epoch, gathered from on-device data, as one vmapped program."""
+    batch = gather_member_batches(images, labels, orders, index, batch_size)
+    return _population_train_step(population, batch, keys, step=step)
 
 
-def _loop_step(model, state, dropout_rate, active, images, labels, order, step, key, *, batch_size: int):
-    """One member's step ``step`` of the epoch: the unbatched program the "loop" strategy calls N times."""
-    batch = jax.tree.map(lambda x: x[0], gather_member_batches(images, labels, order[None], step, batch_size))
-    return member_train_step(model, state, dropout_rate, active, batch, key)
+def _loop_step(model, state, dropout_rate, active, images, labels, order, index, key, *, batch_size: int,
+               step: TrainStep):
+    """One member's step ``index`` of the epoch: the unbatched program the "loop" strategy calls N times."""
+    batch = jax.tree.map(lambda x: x[0], gather_member_batches(images, labels, order[None], index, batch_size))
+    return member_train_step(model, step, state, dropout_rate, active, batch, key)
 
 
 class _Trainer:
     """Runs population steps with a strategy; "loop" keeps the members unstacked between steps.
 
-    Both strategies' programs compile as ``jaxvision.fit``'s steps do, with
-    ``step_compiler_options(population.state)`` (on CPU: XLA's legacy emitters for networks without
-    batch norm).
+    Both strategies' programs compile as ``jaxvision.fit``'s steps do (``compile_step``).
     """
 
-    def __init__(self, population: Population, images, labels, keys: jax.Array, batch_size: int, strategy: str):
+    def __init__(self, population: Population, images, labels, keys: jax.Array, batch_size: int, strategy: str,
+                 step: TrainStep):
         self.population, self.images, self.labels = population, images, labels
-        self.keys, self.batch_size, self.strategy = keys, batch_size, strategy
-        self._vmap_step = jit_with_step_options(_vmap_step, population.state, static_argnames="batch_size")
-        self._loop_step = jit_with_step_options(_loop_step, population.state, static_argnames=("model", "batch_size"))
+        self.keys, self.batch_size, self.strategy, self.train_step = keys, batch_size, strategy, step
+        options = step_options(step)
+        self._vmap_step = compile_step(_vmap_step, population.state, static_argnames=("batch_size", "step"),
+                                       compiler_options=options)
+        self._loop_step = compile_step(_loop_step, population.state, static_argnames=("model", "batch_size", "step"),
+                                       compiler_options=options)
         self.member_keys = list(keys)
         self.members = population.unstack() if strategy == "loop" else None
 
@@ -207,19 +218,20 @@ class _Trainer:
         self.orders = orders
         self.member_orders = list(orders) if self.members is not None else None
 
-    def step(self, step: int) -> Metrics:
-        """Step ``step`` of the epoch for every member; metrics are [N] (vmap) or N-long lists (loop)."""
-        step = jnp.int32(step)
+    def step(self, index: int) -> Metrics:
+        """Step ``index`` of the epoch for every member; metrics are [N] (vmap) or N-long lists (loop)."""
+        index = jnp.int32(index)
         if self.members is None:
             self.population, metrics = self._vmap_step(
-                self.population, self.images, self.labels, self.orders, step, self.keys, batch_size=self.batch_size
+                self.population, self.images, self.labels, self.orders, index, self.keys, batch_size=self.batch_size,
+                step=self.train_step,
             )
             return metrics
         outputs = []
         for i, (state, rate, active) in enumerate(self.members):
             state, metrics = self._loop_step(
-                self.population.model, state, rate, active, self.images, self.labels, self.member_orders[i], step,
-                self.member_keys[i], batch_size=self.batch_size,
+                self.population.model, state, rate, active, self.images, self.labels, self.member_orders[i], index,
+                self.member_keys[i], batch_size=self.batch_size, step=self.train_step,
             )
             self.members[i] = (state, rate, active)
             outputs.append(metrics)
@@ -246,31 +258,71 @@ def _select_members(mask: jax.Array, new: Any, old: Any) -> Any:
 _epoch_orders = jax.jit(jax.vmap(epoch_order, in_axes=(0, None, None)), static_argnums=2)
 
 
-def choose_strategy(population: Population, images: jax.Array, labels: jax.Array, *, batch_size: int) -> str:
+def choose_strategy(population: Population, images: jax.Array, labels: jax.Array, *, batch_size: int,
+                    step: TrainStep | None = None) -> str:
     """"vmap" off CPU; on CPU, whichever of "vmap" and "loop" runs a few real steps faster.
 
     Accelerators run one wide batched program better than N narrow ones, so vmap is taken there.
     XLA:CPU is different: a vmapped convolution becomes a batched (grouped) convolution that runs
     several times slower than N plain ones, while small dense models gain from vmap
-    (``benchmarks/population_vs_loop.py`` measures both), so on CPU both are compiled and timed on the
+    (``benchmarks/experiments/population_vs_loop.py`` measures both), so on CPU both are compiled and timed on the
     actual model and batch size; the results are thrown away (the steps are pure).
     """
     if jax.default_backend() != "cpu" or population.size == 1:
         return "vmap"
+    step = step or make_train_step()
     keys = jnp.stack([member_keys(m.seed)[1] for m in population.members])
     # The real shapes, so that the winner's compiled program is reused by the training loop.
     orders = jnp.tile(jnp.arange(labels.shape[0]), (population.size, 1))
     seconds = {}
     for strategy in STRATEGIES:
-        trainer = _Trainer(population, images, labels, keys, batch_size, strategy)
+        trainer = _Trainer(population, images, labels, keys, batch_size, strategy, step)
         trainer.start_epoch(orders)
         jax.block_until_ready(trainer.step(0))  # compile
         start = time.perf_counter()
-        for step in range(1, _AUTO_TIMING_STEPS + 1):
-            metrics = trainer.step(step)
+        for index in range(1, _AUTO_TIMING_STEPS + 1):
+            metrics = trainer.step(index)
         jax.block_until_ready((metrics, trainer.result()))
         seconds[strategy] = time.perf_counter() - start
     return min(seconds, key=seconds.get)
+
+
+class _PopulationRun:
+    """The members of a population on the on-device training split: an EpochRunner of size N."""
+
+    def __init__(self, trainer: _Trainer, data: PopulationData, data_keys: jax.Array, steps_per_epoch: int,
+                 strategy: str, loss: Loss):
+        self.trainer, self.data, self.data_keys = trainer, data, data_keys
+        self.steps_per_epoch, self.strategy, self.loss = steps_per_epoch, strategy, loss
+        self.size = trainer.population.size
+        self.num_train = int(trainer.labels.shape[0])
+
+    def train_epoch(self, epoch: int, epochs: int, progress: bool) -> dict[str, np.ndarray]:
+        self.trainer.start_epoch(_epoch_orders(self.data_keys, epoch, self.num_train))
+        step_metrics = []
+        for index in tqdm(range(self.steps_per_epoch), desc=f"epoch {epoch + 1}/{epochs}", disable=not progress,
+                          leave=False, unit="step"):
+            step_metrics.append(self.trainer.step(index))
+        self.trainer.result()
+        means = jax.device_get(jax.tree.map(lambda *xs: jnp.mean(jnp.stack(xs), axis=0), *step_metrics))
+        return {name: np.asarray(value, np.float64) for name, value in means.items()}
+
+    def validate(self) -> dict[str, Any]:
+        return evaluate_population(self.trainer.result(), self.data.eval_batches("validation"), strategy=self.strategy,
+                                   loss=self.loss)
+
+    def state(self) -> TrainState:
+        return self.trainer.result().state
+
+    def select(self, improved: np.ndarray, current: TrainState, best: TrainState) -> TrainState:
+        return _select_members(jnp.asarray(improved), current, best)
+
+    def freeze(self, active: np.ndarray) -> None:
+        self.trainer.set_active(active)
+
+    def epoch_line(self, epoch, epochs, train, validation, active, seconds) -> str:
+        return (f"epoch {epoch + 1}/{epochs}: val accuracy {_spread(validation['accuracy'])} | ensemble "
+                f"{validation['ensemble_accuracy']:.4f} | {int(active.sum())}/{self.size} active | {seconds:.1f}s")
 
 
 def fit_population(
@@ -278,24 +330,28 @@ def fit_population(
     data: PopulationData,
     *,
     epochs: int,
+    loss: str | Loss = "cross_entropy",
+    augment: BatchAugment | None = None,
     patience: int | None = None,
     min_delta: float = 0.0,
     strategy: str = "auto",
     evaluate_test: bool = True,
     progress: bool = True,
+    compiler_options: dict[str, Any] | None = None,
 ) -> PopulationResult:
     """Trains every member for ``epochs`` epochs, validating each after every epoch.
 
     Member i trains with keys ``member_keys(seed_i)``: step s uses ``fold_in(train_key, s)`` for
     dropout and augmentation, and epoch e visits the training split in ``epoch_order(data_key, e)``,
-    in batches of ``data.batch_size``. It therefore computes what a single run of ``train_step`` on
-    those batches computes, to float32 rounding. Both strategies compile with
-    ``step_compiler_options`` as ``fit``'s steps do (``jaxvision.step_compilation``).
+    in batches of ``data.batch_size``. It therefore computes what ``jaxvision.fit`` computes on those
+    batches (the same epoch loop, ``jaxvision.fit.run_epochs``), to float32 rounding.
 
     Args:
       population: from ``create_population``.
       data: e.g. ``jaxvision.data.load_splits(...)``; its training split is copied to the device once.
       epochs: passes over the training split.
+      loss: every member's loss, a name in ``jaxvision.losses.LOSSES`` or a function.
+      augment: on-device augmentation inside every member's train step, or None.
       patience: per-member early stopping: a member whose validation loss has not improved by more
         than ``min_delta`` for ``patience`` epochs stops (its updates are masked from then on) and is
         restored to its best epoch; the others go on. None trains all members all epochs.
@@ -303,6 +359,7 @@ def fit_population(
       strategy: "vmap", "loop" or "auto" (``choose_strategy``).
       evaluate_test: evaluate the returned members and their ensemble on the test split.
       progress: show a progress bar and one line per epoch.
+      compiler_options: XLA options for the steps; None lets ``jaxvision.backends`` choose.
 
     Returns:
       A PopulationResult.
@@ -315,71 +372,31 @@ def fit_population(
     steps_per_epoch = num_train // batch_size
     if steps_per_epoch < 1:
         raise ValueError(f"batch_size={batch_size} exceeds the {num_train} training examples; use a smaller batch size.")
+    step = make_train_step(loss=loss, augment=augment, compiler_options=compiler_options)
     if strategy == "auto":
-        strategy = choose_strategy(population, images, labels, batch_size=batch_size)
-    size = population.size
+        strategy = choose_strategy(population, images, labels, batch_size=batch_size, step=step)
     keys = [member_keys(m.seed) for m in population.members]
     train_keys = jnp.stack([k[1] for k in keys])
     data_keys = jnp.stack([k[2] for k in keys])
+    trainer = _Trainer(population.replace(active=jnp.ones(population.size, bool)), images, labels, train_keys,
+                       batch_size, strategy, step)
+    runner = _PopulationRun(trainer, data, data_keys, steps_per_epoch, strategy, step.loss)
+    result = run_epochs(runner, epochs=epochs, patience=patience, min_delta=min_delta, progress=progress)
 
-    history: dict[str, list] = {k: [] for k in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds")}
-    best_state = population.state
-    best_loss = np.full(size, np.inf)
-    best_epoch = np.full(size, -1)
-    stopped_epoch = np.full(size, -1)
-    active = np.ones(size, bool)
-    trainer = _Trainer(population.replace(active=jnp.asarray(active)), images, labels, train_keys, batch_size, strategy)
-    train_seconds = 0.0
-    for epoch in range(epochs):
-        start = time.perf_counter()
-        trainer.start_epoch(_epoch_orders(data_keys, epoch, num_train))
-        step_metrics = []
-        for step in tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{epochs}", disable=not progress, leave=False, unit="step"):
-            step_metrics.append(trainer.step(step))
-        population = trainer.result()
-        epoch_metrics = jax.device_get(jax.tree.map(lambda *xs: jnp.mean(jnp.stack(xs), axis=0), *step_metrics))
-        train_seconds += time.perf_counter() - start
-        validation = evaluate_population(population, data.eval_batches("validation"), strategy=strategy)
-        history["train_loss"].append(np.asarray(epoch_metrics["loss"], np.float64))
-        history["train_accuracy"].append(np.asarray(epoch_metrics["accuracy"], np.float64))
-        history["val_loss"].append(validation["loss"])
-        history["val_accuracy"].append(validation["accuracy"])
-        history["seconds"].append(time.perf_counter() - start)
-
-        if patience is None:
-            best_state = population.state
-            best_epoch[:] = epoch
-        else:
-            improved = active & (validation["loss"] < best_loss - min_delta)
-            best_state = _select_members(jnp.asarray(improved), population.state, best_state)
-            best_loss = np.where(improved, validation["loss"], best_loss)
-            best_epoch = np.where(improved, epoch, best_epoch)
-            stop = active & ~improved & (epoch - best_epoch >= patience)
-            stopped_epoch = np.where(stop, epoch, stopped_epoch)
-            active = active & ~stop
-            if stop.any():
-                trainer.set_active(active)
-        if progress:
-            tqdm.write(
-                f"epoch {epoch + 1}/{epochs}: val accuracy {_spread(validation['accuracy'])} | ensemble "
-                f"{validation['ensemble_accuracy']:.4f} | {int(active.sum())}/{size} active | {history['seconds'][-1]:.1f}s"
-            )
-        if not active.any():
-            break
-
-    population = population.replace(state=best_state)
-    validation = evaluate_population(population, data.eval_batches("validation"), strategy=strategy)
-    test = evaluate_population(population, data.eval_batches("test"), strategy=strategy) if evaluate_test else None
+    population = trainer.result().replace(state=result.state)
+    validation = evaluate_population(population, data.eval_batches("validation"), strategy=strategy, loss=step.loss)
+    test = (evaluate_population(population, data.eval_batches("test"), strategy=strategy, loss=step.loss)
+            if evaluate_test else None)
     return PopulationResult(
         population=population,
-        history={k: np.asarray(v) for k, v in history.items()},
-        best_epoch=best_epoch,
-        stopped_epoch=stopped_epoch,
+        history=result.history,
+        best_epoch=result.best_epoch,
+        stopped_epoch=result.stopped_epoch,
         validation=validation,
         test=test,
         best_member=int(np.argmin(validation["loss"])),
         strategy=strategy,
-        train_seconds=train_seconds,
+        train_seconds=result.train_seconds,
     )
 
 

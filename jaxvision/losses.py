@@ -77,11 +77,34 @@ def l1(predictions: jax.Array, labels: jax.Array) -> jax.Array:
     return errors.reshape(errors.shape[0], -1).mean(axis=-1)
 
 
+def nll(log_probabilities: jax.Array, labels: jax.Array) -> jax.Array:
+    """Negative log-likelihood of the labels under log-probabilities, PyTorch's ``NLLLoss``.
+
+    ``-log_probabilities[label]`` for integer labels, ``-sum(labels * log_probabilities)`` for soft
+    ones. The input is renormalised with ``log_softmax`` first, which leaves log-probabilities as they
+    are (their logsumexp is already 0) and gives the same gradient through a model's own
+    ``log_softmax``; it also keeps ``--loss nll`` bounded on jaxvision's models, which return logits
+    (there it is cross-entropy) instead of driving a logit to infinity.
+
+    Args:
+      log_probabilities: [batch, num_classes], e.g. ``jax.nn.log_softmax(logits)``.
+      labels: [batch] integer classes, or [batch, num_classes] probabilities (soft labels).
+
+    Returns:
+      [batch] float32 losses; ``nll(log_softmax(logits), labels) == cross_entropy(logits, labels)``.
+    """
+    log_probabilities = jax.nn.log_softmax(log_probabilities, axis=-1)
+    if labels.ndim == log_probabilities.ndim - 1:
+        return -jnp.take_along_axis(log_probabilities, labels[..., None].astype(jnp.int32), axis=-1)[..., 0]
+    return -jnp.sum(labels.astype(log_probabilities.dtype) * log_probabilities, axis=-1)
+
+
 LOSSES: dict[str, Loss] = {
     "cross_entropy": cross_entropy,
     "binary_cross_entropy": binary_cross_entropy,
     "l2": l2,
     "l1": l1,
+    "nll": nll,
 }
 
 

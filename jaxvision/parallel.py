@@ -1,6 +1,6 @@
 """Data parallelism on JAX's own engine: a ``Mesh`` over the devices, the batch sharded along its
 ``data`` axis with ``NamedSharding``, the state replicated (or sharded, for large models), and
-``jax.jit`` with in/out shardings around the very same ``train_step_unjitted``. No ``pmap``.
+``jax.jit`` with in/out shardings around the very same train step body (``TrainStep.unjitted``). No ``pmap``.
 
 XLA's SPMD partitioner turns the global-batch program into one program per device and inserts the
 all-reduce of the gradients itself, so one code path serves 1 device, N devices and N hosts (there
@@ -22,8 +22,9 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jaxvision.step_compilation import resolve_compiler_options
-from jaxvision.train import Batch, Metrics, TrainState, train_step_unjitted
+from jaxvision.backends.compile import resolve_compiler_options
+from jaxvision.batch import Batch, Metrics
+from jaxvision.train import TrainState, train_step
 
 DATA_AXIS = "data"
 # Parameters with fewer elements than this stay replicated even with shard_parameters=True:
@@ -105,20 +106,20 @@ def make_data_parallel_step(
     state: TrainState,
     *,
     shard_parameters: bool = False,
-    step: Callable[[TrainState, Batch, jax.Array], tuple[TrainState, Metrics]] = train_step_unjitted,
+    step: Callable[[TrainState, Batch, jax.Array], tuple[TrainState, Metrics]] = train_step.unjitted,
     compiler_options: dict[str, Any] | None = None,
 ) -> Callable[[TrainState, Batch, jax.Array], tuple[TrainState, Metrics]]:
     """``step`` jitted with the batch sharded over ``data`` and the state as ``state_sharding``.
 
     It compiles as ``jaxvision.fit``'s steps do: with ``step_compiler_options(state)`` (on CPU, XLA's
-    legacy loop emitters for networks without batch norm; see ``jaxvision.step_compilation``).
+    legacy loop emitters for networks built with the CPU layers and without batch norm; see ``jaxvision.backends.compile``).
 
     Args:
       mesh: from ``make_mesh``.
       state: any state with the structure that will be passed (only its shapes, and whether it has
         ``batch_stats``, are read).
       shard_parameters: shard large parameters and optimiser moments instead of replicating them.
-      step: an un-jitted ``(state, batch, key) -> (state, metrics)``, e.g. ``train_step_unjitted`` or
+      step: an un-jitted ``(state, batch, key) -> (state, metrics)``, e.g. ``make_train_step(...).unjitted`` or
         ``jaxvision.per_example.dp_train_step_unjitted`` with its options bound.
       compiler_options: XLA compile options that replace the chosen ones; ``{}`` is XLA's defaults.
 

@@ -14,8 +14,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxvision.losses import hard_labels, predicted_classes
-from jaxvision.train import Batch, Metrics, TrainState, loss_and_updates, split_step_key
+from jaxvision.batch import Batch, BatchAugment, Metrics
+from jaxvision.losses import Loss, get_loss, hard_labels, predicted_classes
+from jaxvision.train import TrainState, loss_and_updates, split_step_key
 
 
 def _check_no_batch_norm(state: TrainState) -> None:
@@ -27,7 +28,7 @@ def _check_no_batch_norm(state: TrainState) -> None:
 
 
 def _per_example_loss_and_grads(
-    state: TrainState, params: Any, batch: Batch, dropout_key: jax.Array
+    state: TrainState, params: Any, batch: Batch, dropout_key: jax.Array, loss: Loss
 ) -> tuple[jax.Array, jax.Array, Any]:
     """([batch] losses, [batch, classes] logits, grads with leaves [batch, ...])."""
 
@@ -35,16 +36,17 @@ def _per_example_loss_and_grads(
         single = Batch(images=image[None], labels=label[None], mask=mask[None])
         # Each example draws its own dropout mask.
         key = jax.random.fold_in(dropout_key, index)
-        (loss, (logits, _)), grads = jax.value_and_grad(
-            lambda p: loss_and_updates(state, p, single, key), has_aux=True
+        (value, (logits, _)), grads = jax.value_and_grad(
+            lambda p: loss_and_updates(state, p, single, key, loss=loss), has_aux=True
         )(params)
-        return loss, logits[0], grads
+        return value, logits[0], grads
 
     indices = jnp.arange(batch.mask.shape[0])
     return jax.vmap(one)(batch.images, batch.labels, batch.mask, indices)
 
 
-def per_example_grads(state: TrainState, batch: Batch, *, key: jax.Array | None = None) -> Any:
+def per_example_grads(state: TrainState, batch: Batch, *, key: jax.Array | None = None,
+                      loss: str | Loss = "cross_entropy") -> Any:
     """The gradient of the training loss of each example of ``batch`` with respect to ``state.params``.
 
     Example ``i``'s gradient is ``grad(loss of Batch(images[i:i+1], ...))``; the mean over a batch
@@ -64,12 +66,12 @@ def per_example_grads(state: TrainState, batch: Batch, *, key: jax.Array | None 
     """
     _check_no_batch_norm(state)
     key = jax.random.key(0) if key is None else key
-    return _per_example_grads_jit(state, batch, key)
+    return _per_example_grads_jit(state, batch, key, get_loss(loss))
 
 
-@jax.jit
-def _per_example_grads_jit(state: TrainState, batch: Batch, key: jax.Array) -> Any:
-    return _per_example_loss_and_grads(state, state.params, batch, key)[2]
+@functools.partial(jax.jit, static_argnums=3)
+def _per_example_grads_jit(state: TrainState, batch: Batch, key: jax.Array, loss: Loss) -> Any:
+    return _per_example_loss_and_grads(state, state.params, batch, key, loss)[2]
 
 
 def clip_and_noise(
@@ -105,7 +107,8 @@ def clip_and_noise(
 
 
 def dp_train_step_unjitted(
-    state: TrainState, batch: Batch, key: jax.Array, *, l2_norm_clip: float, noise_multiplier: float
+    state: TrainState, batch: Batch, key: jax.Array, *, l2_norm_clip: float, noise_multiplier: float,
+    loss: Loss = get_loss("cross_entropy"), augment: BatchAugment | None = None,
 ) -> tuple[TrainState, Metrics]:
     """One DP-SGD update: per-example gradients, clipped, summed, noised, averaged, then the optimiser.
 
@@ -121,9 +124,9 @@ def dp_train_step_unjitted(
     base_key, noise_base = jax.random.split(key)
     augment_key, dropout_key = split_step_key(base_key, state.step)
     noise_key = jax.random.fold_in(noise_base, state.step)
-    if state.augment_fn is not None:
-        batch = state.augment_fn(augment_key, batch)
-    losses, logits, grads = _per_example_loss_and_grads(state, state.params, batch, dropout_key)
+    if augment is not None:
+        batch = augment(augment_key, batch)
+    losses, logits, grads = _per_example_loss_and_grads(state, state.params, batch, dropout_key, loss)
     grads, norms = clip_and_noise(grads, batch.mask, noise_key, l2_norm_clip=l2_norm_clip, noise_multiplier=noise_multiplier)
     count = jnp.maximum(jnp.sum(batch.mask), 1.0)
     correct = predicted_classes(logits) == hard_labels(batch.labels)
@@ -136,12 +139,13 @@ def dp_train_step_unjitted(
     return state.apply_gradients(grads=grads), metrics
 
 
-dp_train_step = jax.jit(dp_train_step_unjitted, static_argnames=("l2_norm_clip", "noise_multiplier"))
+dp_train_step = jax.jit(dp_train_step_unjitted, static_argnames=("l2_norm_clip", "noise_multiplier", "loss", "augment"))
 dp_train_step.__doc__ = dp_train_step_unjitted.__doc__
 
 
-def make_dp_train_step(*, l2_norm_clip: float, noise_multiplier: float):
-    """A jitted ``(state, batch, key) -> (state, metrics)`` DP-SGD step, like ``train_step``.
+def make_dp_train_step(*, l2_norm_clip: float, noise_multiplier: float, loss: str | Loss = "cross_entropy",
+                       augment: BatchAugment | None = None):
+    """A jitted ``(state, batch, key) -> (state, metrics)`` DP-SGD step, like ``make_train_step``'s.
 
     Raises:
       ValueError: for a non-positive clip norm or a negative noise multiplier.
@@ -150,7 +154,8 @@ def make_dp_train_step(*, l2_norm_clip: float, noise_multiplier: float):
         raise ValueError(f"Invalid l2_norm_clip={l2_norm_clip}: expected a positive number, e.g. 1.0.")
     if not noise_multiplier >= 0:
         raise ValueError(f"Invalid noise_multiplier={noise_multiplier}: expected a number >= 0, e.g. 1.1.")
-    return jax.jit(functools.partial(dp_train_step_unjitted, l2_norm_clip=l2_norm_clip, noise_multiplier=noise_multiplier))
+    return jax.jit(functools.partial(dp_train_step_unjitted, l2_norm_clip=l2_norm_clip, noise_multiplier=noise_multiplier,
+                                     loss=get_loss(loss), augment=augment))
 
 
 __all__ = ["clip_and_noise", "dp_train_step", "dp_train_step_unjitted", "make_dp_train_step", "per_example_grads"]

@@ -1,7 +1,7 @@
 """Populations: N TrainStates stacked along a leading axis, trained together by one jitted step.
 
-A population is one pytree whose every leaf has a leading member axis, so ``jax.vmap`` of
-``train_step_unjitted`` trains all members at the cost of one larger program. Members differ by
+A population is one pytree whose every leaf has a leading member axis, so ``jax.vmap`` of a train
+step's body (``TrainStep.unjitted``) trains all members at the cost of one larger program. Members differ by
 
 - seed: the initial parameters, the dropout/augmentation keys and the order of the training data
   (``member_keys``), and/or
@@ -15,7 +15,7 @@ runs every member, but its update is masked: its state comes out unchanged.
 
 The same per-member function (``member_train_step``) runs either vectorised (``jax.vmap``) or jitted
 on its own and called once per member; which is faster depends on the backend and the model (see
-``benchmarks/population_vs_loop.py`` and ``jaxvision.ensemble.fit_population``'s ``strategy``).
+``benchmarks/experiments/population_vs_loop.py`` and ``jaxvision.ensemble.fit_population``'s ``strategy``).
 """
 
 from __future__ import annotations
@@ -32,16 +32,9 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from jaxvision.losses import Loss
-from jaxvision.train import (
-    Batch,
-    BatchAugment,
-    Metrics,
-    TrainState,
-    create_train_state,
-    initialization_compiler_options,
-    train_step_unjitted,
-)
+from jaxvision.backends.compile import compile_step, initialization_compiler_options
+from jaxvision.batch import Batch, Metrics
+from jaxvision.train import TrainState, TrainStep, create_train_state, train_step
 
 # "vmap": all members as one batched program; "loop": one jitted single-member step per member,
 # called one after another from Python (N sequential runs in lockstep).
@@ -157,9 +150,6 @@ def create_population(
     input_shape: Sequence[int],
     optimizer: optax.GradientTransformation,
     members: Sequence[MemberConfig],
-    *,
-    loss: str | Loss = "cross_entropy",
-    augment: BatchAugment | None = None,
 ) -> Population:
     """Initialises one TrainState per member and stacks them.
 
@@ -170,8 +160,6 @@ def create_population(
       optimizer: shared by all members; members' learning rates and weight decays overwrite its
         injected hyperparameters (``make_optimizer`` injects both).
       members: e.g. ``member_grid(range(8))``; member i is initialised from ``member_keys(seed)[0]``.
-      loss: a name in ``jaxvision.losses.LOSSES`` or a ``(logits, labels) -> [batch]`` function.
-      augment: optional ``(key, batch) -> batch`` run inside the train step.
 
     Returns:
       A Population whose member i equals ``create_train_state(model, input_shape, optimizer,
@@ -183,9 +171,9 @@ def create_population(
     # One compiled initialisation called per member: vmapping it over keys compiles far slower on
     # XLA:CPU (batched threefry), and compiled as create_train_state compiles it, member i is bit for
     # bit a single run's initial state.
-    initialize = jax.jit(lambda key: create_train_state(model, input_shape, optimizer, key, loss=loss, augment=augment))
+    initialize = jax.jit(lambda key: create_train_state(model, input_shape, optimizer, key))
     keys = [member_keys(m.seed)[0] for m in members]
-    initialize = initialize.lower(keys[0]).compile(compiler_options=initialization_compiler_options())
+    initialize = initialize.lower(keys[0]).compile(compiler_options=initialization_compiler_options(model))
     state = stack_states([initialize(key) for key in keys])
     opt_state = state.opt_state
     for name in _OPTIMIZER_HYPERPARAMS:
@@ -208,9 +196,10 @@ def create_population(
 
 
 def member_train_step(
-    model: nn.Module, state: TrainState, dropout_rate: jax.Array | None, active: jax.Array, batch: Batch, key: jax.Array
+    model: nn.Module, step: TrainStep, state: TrainState, dropout_rate: jax.Array | None, active: jax.Array,
+    batch: Batch, key: jax.Array,
 ) -> tuple[TrainState, Metrics]:
-    """``train_step_unjitted`` for one (unstacked) member, with its dropout rate and its stop mask.
+    """``step``'s body for one (unstacked) member, with its dropout rate and its stop mask.
 
     The dropout rate is data: the step runs ``model.clone(dropout_rate=rate)``, whose Dropout layers
     accept a traced rate, so one compiled program serves every rate. An inactive member's new state is
@@ -219,30 +208,43 @@ def member_train_step(
     member_state = state
     if dropout_rate is not None:
         member_state = state.replace(apply_fn=model.clone(dropout_rate=dropout_rate).apply)
-    new_state, metrics = train_step_unjitted(member_state, batch, key)
+    new_state, metrics = step.unjitted(member_state, batch, key)
     # Put the shared apply_fn back: the clone holds a tracer and must not leave the step.
     new_state = new_state.replace(apply_fn=state.apply_fn)
     new_state = jax.tree.map(lambda new, old: jnp.where(active, new, old), new_state, state)
     return new_state, metrics
 
 
-def _population_train_step(population: Population, batch: Batch, keys: jax.Array) -> tuple[Population, Metrics]:
-    step = functools.partial(member_train_step, population.model)
-    state, metrics = jax.vmap(step)(population.state, population.dropout_rate, population.active, batch, keys)
+def _population_train_step(population: Population, batch: Batch, keys: jax.Array, *, step: TrainStep
+                           ) -> tuple[Population, Metrics]:
+    member_step = functools.partial(member_train_step, population.model, step)
+    state, metrics = jax.vmap(member_step)(population.state, population.dropout_rate, population.active, batch, keys)
     return population.replace(state=state), metrics
 
 
-population_train_step = jax.jit(_population_train_step)
-population_train_step.__doc__ = """One optimiser update of every member on its own batch: ``jit(vmap(train_step))``.
+def population_train_step(population: Population, batch: Batch, keys: jax.Array, *, step: TrainStep = train_step
+                          ) -> tuple[Population, Metrics]:
+    """One optimiser update of every member on its own batch: ``jit(vmap(step))``.
 
-Args:
-  population: the Population.
-  batch: a Batch whose leaves have a leading member axis: images [N, batch, h, w, c], etc.
-  keys: [N] the members' base PRNG keys (``member_keys(seed)[1]``), each folded with its step.
+    Compiled as every step of the network is (``jaxvision.backends.compile.compile_step``).
 
-Returns:
-  (new population, {"loss": [N], "accuracy": [N]}) on each member's batch before its update.
-"""
+    Args:
+      population: the Population.
+      batch: a Batch whose leaves have a leading member axis: images [N, batch, h, w, c], etc.
+      keys: [N] the members' base PRNG keys (``member_keys(seed)[1]``), each folded with its step.
+      step: the train step (loss, augmentation) every member runs; default cross-entropy.
+
+    Returns:
+      (new population, {"loss": [N], "accuracy": [N]}) on each member's batch before its update.
+    """
+    compiled = compile_step(_population_train_step, population.state, static_argnames="step",
+                            compiler_options=step_options(step))
+    return compiled(population, batch, keys, step=step)
+
+
+def step_options(step: TrainStep) -> dict | None:
+    """A TrainStep's own compile options as a dict, or None to let the backend choose."""
+    return None if step.compiler_options is None else dict(step.compiler_options)
 
 
 def gather_member_batches(images: jax.Array, labels: jax.Array, orders: jax.Array, step: jax.Array, batch_size: int) -> Batch:

@@ -1,11 +1,20 @@
-"""The training state and the two pure steps: ``train_step(state, batch, key)`` and ``eval_step``.
+"""The training state and the pure steps, built once from their parts with ``make_train_step``.
 
-Both are jitted once per model/optimiser configuration; nothing in them reads a global or branches on
-a value that changes between steps, so they also vmap (populations) and shard (data parallelism).
+``TrainState`` holds what changes from step to step (parameters, optimiser state, step, batch
+statistics; plus flax's static ``apply_fn`` and ``tx``). What the step does with it (the loss, the
+on-device augmentation) is fixed when the step is built:
+
+    step = make_train_step(loss="cross_entropy", augment=parse_augment_spec("flip,crop:4"))
+    state, metrics = step(state, batch, key)
+
+Nothing in a step reads a global or branches on a value that changes between steps, so the bodies
+(``TrainStep.unjitted``) also vmap (populations) and shard (data parallelism). Every step compiles
+through ``jaxvision.backends.compile.compile_step``, the one jit of a network's programs.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -16,49 +25,19 @@ import optax
 from flax import struct
 from flax.training import train_state
 
+from jaxvision.backends.compile import compile_step, initialization_compiler_options
+from jaxvision.batch import Batch, BatchAugment, Metrics
 from jaxvision.losses import Loss, get_loss, hard_labels, predicted_classes
-
-Metrics = dict[str, jax.Array]
-
-
-@struct.dataclass
-class Batch:
-    """One batch of examples.
-
-    Attributes:
-      images: [batch, height, width, channels] float32, normalised.
-      labels: [batch] int32 classes, or [batch, num_classes] float32 soft labels.
-      mask: [batch] float32; 1 for a real example, 0 for padding (only the last eval batch has any).
-    """
-
-    images: jax.Array
-    labels: jax.Array
-    mask: jax.Array
-
-    @classmethod
-    def of(cls, images: Any, labels: Any) -> "Batch":
-        """A batch with every example real (mask of ones)."""
-        images = jnp.asarray(images, jnp.float32)
-        return cls(images=images, labels=jnp.asarray(labels), mask=jnp.ones(images.shape[0], jnp.float32))
-
-
-# (key, batch) -> batch, run on device inside the train step. It may change the labels too
-# (mixup and cutmix return soft labels [batch, num_classes]).
-BatchAugment = Callable[[jax.Array, Batch], Batch]
 
 
 class TrainState(train_state.TrainState):
     """Everything a training run carries between steps; a pytree, checkpointable as is.
 
-    Attributes (besides flax's ``step``, ``params``, ``opt_state``, ``apply_fn``, ``tx``):
+    Attributes (besides flax's ``step``, ``params``, ``opt_state`` and the static ``apply_fn``, ``tx``):
       batch_stats: batch-norm running statistics; empty for models without batch norm.
-      loss_fn: the per-example loss (static).
-      augment_fn: on-device batch augmentation ``(key, batch) -> batch``, or None (static).
     """
 
     batch_stats: Any = struct.field(default_factory=dict)
-    loss_fn: Loss = struct.field(pytree_node=False, default=get_loss("cross_entropy"))
-    augment_fn: BatchAugment | None = struct.field(pytree_node=False, default=None)
 
     @property
     def variables(self) -> dict[str, Any]:
@@ -68,62 +47,23 @@ class TrainState(train_state.TrainState):
         return {"params": self.params}
 
 
-# How initialisations compile (create_train_state, create_population): see _initializer.
-INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0}
-# XLA:CPU's legacy loop emitters (jaxvision/step_compilation.py says where they are faster). They halve
-# the initialisation's compile for the same run time: MnistCNN 0.51-0.54 -> 0.25-0.29 s, ResNet-20
-# 1.18-1.20 -> 0.99-1.07 s (2-core CPU).
-LEGACY_CPU_EMITTERS: dict[str, Any] = {"xla_cpu_use_fusion_emitters": False}
-
-
-def legacy_emitters_on_cpu() -> dict[str, Any]:
-    """``LEGACY_CPU_EMITTERS`` on the CPU backend, else no options (the flag is XLA:CPU's)."""
-    return dict(LEGACY_CPU_EMITTERS) if jax.default_backend() == "cpu" else {}
-
-
-def initialization_compiler_options() -> dict[str, Any]:
-    """The XLA compile options of initialisation programs on the current backend."""
-    return {**INIT_COMPILER_OPTIONS, **legacy_emitters_on_cpu()}
-
-
-def _initializer(
-    model: nn.Module,
-    input_shape: Sequence[int],
-    optimizer: optax.GradientTransformation,
-    loss: str | Loss,
-    augment: BatchAugment | None,
-) -> Callable[[jax.Array], TrainState]:
-    loss_fn = get_loss(loss)
-
-    # One program for the initialisation and the optimiser state (run eagerly, optax's init is one
-    # small dispatch per leaf and moment), compiled without XLA's backend optimisations: it runs once,
-    # and optimising the threefry RNG of every initialiser dominates its compile time (MnistCNN on a
-    # 2-core CPU: 1.9 s optimised against 0.6 s, for a 40 ms instead of 8 ms run).
+def _initializer(model: nn.Module, input_shape: Sequence[int], optimizer: optax.GradientTransformation):
+    # One program for the parameters and the optimiser state (run eagerly, optax's init is one small
+    # dispatch per leaf and moment), compiled with initialization_compiler_options: it runs once.
     @jax.jit
     def initialize(key: jax.Array) -> TrainState:
         params_key, dropout_key = jax.random.split(key)
         dummy = jnp.zeros((1, *input_shape), jnp.float32)
         variables = model.init({"params": params_key, "dropout": dropout_key}, dummy, train=False)
         return TrainState.create(
-            apply_fn=model.apply,
-            params=variables["params"],
-            tx=optimizer,
-            batch_stats=variables.get("batch_stats", {}),
-            loss_fn=loss_fn,
-            augment_fn=augment,
+            apply_fn=model.apply, params=variables["params"], tx=optimizer, batch_stats=variables.get("batch_stats", {})
         )
 
     return initialize
 
 
 def create_train_state(
-    model: nn.Module,
-    input_shape: Sequence[int],
-    optimizer: optax.GradientTransformation,
-    key: jax.Array,
-    *,
-    loss: str | Loss = "cross_entropy",
-    augment: BatchAugment | None = None,
+    model: nn.Module, input_shape: Sequence[int], optimizer: optax.GradientTransformation, key: jax.Array
 ) -> TrainState:
     """Initialises a model's parameters and the optimiser state.
 
@@ -132,40 +72,30 @@ def create_train_state(
       input_shape: one example's shape, e.g. ``(28, 28, 1)``.
       optimizer: an optax transformation, e.g. from ``make_optimizer``.
       key: PRNG key for the initial parameters.
-      loss: a name in ``jaxvision.losses.LOSSES`` or a ``(logits, labels) -> [batch]`` function.
-      augment: optional ``(key, batch) -> batch`` run inside the train step.
 
     Returns:
       A TrainState at step 0.
     """
     if isinstance(key, jax.core.Tracer):  # inside someone's jit or vmap: part of their program
-        return _initializer(model, input_shape, optimizer, loss, augment)(key)
-    lowered = lower_train_state(model, input_shape, optimizer, key, loss=loss, augment=augment)
-    return compile_initialization(lowered)(key)
+        return _initializer(model, input_shape, optimizer)(key)
+    return compile_initialization(lower_train_state(model, input_shape, optimizer, key), model)(key)
 
 
 def lower_train_state(
-    model: nn.Module,
-    input_shape: Sequence[int],
-    optimizer: optax.GradientTransformation,
-    key: jax.Array,
-    *,
-    loss: str | Loss = "cross_entropy",
-    augment: BatchAugment | None = None,
+    model: nn.Module, input_shape: Sequence[int], optimizer: optax.GradientTransformation, key: jax.Array
 ) -> jax.stages.Lowered:
     """``create_train_state``'s program, traced but not compiled, for overlapping compiles.
 
-    ``lowered.out_info`` is the abstract TrainState (shapes and dtypes), enough to lower the train and
-    eval steps while this compiles on another thread; ``compile_initialization(lowered)(key)`` then
-    gives what ``create_train_state`` would. Arguments as ``create_train_state``'s.
+    ``lowered.out_info`` is the abstract TrainState (shapes and dtypes), enough to lower the steps
+    while this compiles on another thread; ``compile_initialization(lowered, model)(key)`` then gives what
+    ``create_train_state`` would.
     """
-    return _initializer(model, input_shape, optimizer, loss, augment).lower(key)
+    return _initializer(model, input_shape, optimizer).lower(key)
 
 
-def compile_initialization(lowered: jax.stages.Lowered) -> jax.stages.Compiled:
-    """Compiles ``lower_train_state``'s program the way ``create_train_state`` does
-    (``initialization_compiler_options``: no backend optimisations; on CPU, legacy loop emitters)."""
-    return lowered.compile(compiler_options=initialization_compiler_options())
+def compile_initialization(lowered: jax.stages.Lowered, model: nn.Module | None = None) -> jax.stages.Compiled:
+    """Compiles ``lower_train_state``'s program as ``create_train_state`` does for ``model``."""
+    return lowered.compile(compiler_options=initialization_compiler_options(model))
 
 
 def _masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
@@ -173,12 +103,12 @@ def _masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
 
 
 def loss_and_updates(
-    state: TrainState, params: Any, batch: Batch, dropout_key: jax.Array
+    state: TrainState, params: Any, batch: Batch, dropout_key: jax.Array, *, loss: Loss
 ) -> tuple[jax.Array, tuple[jax.Array, Any]]:
-    """The training loss of ``params`` on a batch, with the logits and new batch statistics.
+    """The training loss of ``params`` on a batch, with the logits and the new batch statistics.
 
-    Split out of ``train_step`` so that per-example gradients and populations can differentiate
-    the very same function.
+    Split out of the train step so that per-example gradients and populations differentiate the very
+    same function.
     """
     variables = {"params": params}
     if state.batch_stats:
@@ -192,60 +122,162 @@ def loss_and_updates(
         batch_stats = state.batch_stats
     # Models may compute in bf16; the loss and its gradient's start are always float32.
     logits = logits.astype(jnp.float32)
-    loss = _masked_mean(state.loss_fn(logits, batch.labels), batch.mask)
-    return loss, (logits, batch_stats)
+    return _masked_mean(loss(logits, batch.labels), batch.mask), (logits, batch_stats)
 
 
 def split_step_key(key: jax.Array, step: jax.Array) -> tuple[jax.Array, jax.Array]:
     """The (augmentation, dropout) keys of one step: ``fold_in(key, step)``, split in two.
 
-    A run resumed from a checkpoint at step s draws exactly the keys the original run drew.
+    A run resumed from a checkpoint at step s draws exactly the keys the original run drew, and the
+    augmentation never shares a key with dropout.
     """
-    return tuple(jax.random.split(jax.random.fold_in(key, step)))
+    augment_key, dropout_key = jax.random.split(jax.random.fold_in(key, step))
+    return augment_key, dropout_key
 
 
-def train_step_unjitted(state: TrainState, batch: Batch, key: jax.Array) -> tuple[TrainState, Metrics]:
-    """One optimiser update on one batch (the un-jitted body of ``train_step``, for vmap/shard_map)."""
-    augment_key, dropout_key = split_step_key(key, state.step)
-    if state.augment_fn is not None:
-        batch = state.augment_fn(augment_key, batch)
-    grad_fn = jax.value_and_grad(lambda p: loss_and_updates(state, p, batch, dropout_key), has_aux=True)
-    (loss, (logits, batch_stats)), grads = grad_fn(state.params)
-    correct = predicted_classes(logits) == hard_labels(batch.labels)
-    new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
-    return new_state, {"loss": loss, "accuracy": _masked_mean(correct, batch.mask)}
+@dataclasses.dataclass(frozen=True)
+class TrainStep:
+    """One optimiser update on one batch, ``step(state, batch, key) -> (state, metrics)``; pure.
+
+    Built by ``make_train_step``. Equal steps (same loss, augmentation and options) share their
+    compiled programs. ``unjitted`` is the body, for ``vmap`` (populations) and sharded jits.
+
+    Attributes:
+      loss: the per-example loss ``(logits, labels) -> [batch]``.
+      augment: on-device batch augmentation ``(key, batch) -> batch``, or None.
+      compiler_options: XLA options as sorted (name, value) pairs; None lets the backend choose
+        (``jaxvision.backends.compile``), ``()`` is XLA's defaults.
+    """
+
+    loss: Loss
+    augment: BatchAugment | None = None
+    compiler_options: tuple[tuple[str, Any], ...] | None = None
+
+    def unjitted(self, state: TrainState, batch: Batch, key: jax.Array) -> tuple[TrainState, Metrics]:
+        """The step's body: fold ``state.step`` into ``key``, augment, differentiate, update."""
+        augment_key, dropout_key = split_step_key(key, state.step)
+        if self.augment is not None:
+            batch = self.augment(augment_key, batch)
+        grad_fn = jax.value_and_grad(lambda p: loss_and_updates(state, p, batch, dropout_key, loss=self.loss), has_aux=True)
+        (loss, (logits, batch_stats)), grads = grad_fn(state.params)
+        correct = predicted_classes(logits) == hard_labels(batch.labels)
+        new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+        return new_state, {"loss": loss, "accuracy": _masked_mean(correct, batch.mask)}
+
+    def __call__(self, state: TrainState, batch: Batch, key: jax.Array) -> tuple[TrainState, Metrics]:
+        """Runs the step compiled for ``state``'s network.
+
+        Args:
+          state: the TrainState; its ``step`` is folded into ``key``.
+          batch: a Batch; ``mask`` weights the loss.
+          key: the run's base PRNG key (the same every step).
+
+        Returns:
+          (new state, {"loss": scalar, "accuracy": scalar}) on the batch before the update.
+        """
+        compiled = compile_step(_run_train_step, state, static_argnames="step", compiler_options=_options(self.compiler_options))
+        return compiled(state, batch, key, step=self)
 
 
-train_step = jax.jit(train_step_unjitted)
-train_step.__doc__ = """One optimiser update on one batch; pure and jitted (with XLA's default compile options;
-``jaxvision.steps_for(state)`` gives it compiled with the network's own, as ``jaxvision.fit`` runs it).
+@dataclasses.dataclass(frozen=True)
+class EvalStep:
+    """Sums over the real (mask = 1) examples of a batch, ``step(state, batch) -> metrics``; pure.
 
-Args:
-  state: the TrainState; its ``step`` is folded into ``key``.
-  batch: a Batch; ``mask`` weights the loss.
-  key: the run's base PRNG key (the same every step).
+    Attributes:
+      loss: the per-example loss ``(logits, labels) -> [batch]``.
+      compiler_options: as ``TrainStep``'s.
+    """
 
-Returns:
-  (new state, {"loss": scalar, "accuracy": scalar}) on the batch before the update.
-"""
+    loss: Loss
+    compiler_options: tuple[tuple[str, Any], ...] | None = None
+
+    def unjitted(self, state: TrainState, batch: Batch) -> Metrics:
+        """{"loss_sum", "correct", "count"} of the batch's real examples, in eval mode."""
+        logits = state.apply_fn(state.variables, batch.images, train=False).astype(jnp.float32)
+        correct = predicted_classes(logits) == hard_labels(batch.labels)
+        return {
+            "loss_sum": jnp.sum(self.loss(logits, batch.labels) * batch.mask),
+            "correct": jnp.sum(correct * batch.mask),
+            "count": jnp.sum(batch.mask),
+        }
+
+    def __call__(self, state: TrainState, batch: Batch) -> Metrics:
+        compiled = compile_step(_run_eval_step, state, static_argnames="step", compiler_options=_options(self.compiler_options))
+        return compiled(state, batch, step=self)
 
 
-def eval_step_unjitted(state: TrainState, batch: Batch) -> Metrics:
-    """Sums over the real (mask = 1) examples of a batch: loss, correct predictions and count."""
-    logits = state.apply_fn(state.variables, batch.images, train=False).astype(jnp.float32)
-    losses = state.loss_fn(logits, batch.labels)
-    correct = predicted_classes(logits) == hard_labels(batch.labels)
-    return {
-        "loss_sum": jnp.sum(losses * batch.mask),
-        "correct": jnp.sum(correct * batch.mask),
-        "count": jnp.sum(batch.mask),
-    }
+# Module-level, with the step as a static argument: equal steps (equal loss, augmentation and options)
+# then share one compiled program, which bound methods (compared by identity) would not.
+def _run_train_step(state: TrainState, batch: Batch, key: jax.Array, *, step: TrainStep) -> tuple[TrainState, Metrics]:
+    return step.unjitted(state, batch, key)
 
 
-eval_step = jax.jit(eval_step_unjitted)
-eval_step.__doc__ = eval_step_unjitted.__doc__
+def _run_eval_step(state: TrainState, batch: Batch, *, step: EvalStep) -> Metrics:
+    return step.unjitted(state, batch)
+
+
+def _options(options: tuple[tuple[str, Any], ...] | None) -> dict[str, Any] | None:
+    return None if options is None else dict(options)
+
+
+def _options_key(compiler_options: dict[str, Any] | None) -> tuple[tuple[str, Any], ...] | None:
+    return None if compiler_options is None else tuple(sorted(compiler_options.items()))
+
+
+def make_train_step(
+    *, loss: str | Loss = "cross_entropy", augment: BatchAugment | None = None,
+    compiler_options: dict[str, Any] | None = None,
+) -> TrainStep:
+    """Builds the train step from its parts.
+
+    Args:
+      loss: a name in ``jaxvision.losses.LOSSES`` or a ``(logits, labels) -> [batch]`` function.
+      augment: optional ``(key, batch) -> batch`` run inside the step on device (e.g.
+        ``jaxvision.augment.parse_augment_spec(...)``), with its own key, never dropout's.
+      compiler_options: XLA compile options; None (default) lets ``jaxvision.backends`` choose for
+        the network, ``{}`` is XLA's defaults.
+
+    Returns:
+      A TrainStep: ``step(state, batch, key) -> (state, metrics)``.
+    """
+    return TrainStep(loss=get_loss(loss), augment=augment, compiler_options=_options_key(compiler_options))
+
+
+def make_eval_step(*, loss: str | Loss = "cross_entropy", compiler_options: dict[str, Any] | None = None) -> EvalStep:
+    """Builds the eval step: ``step(state, batch) -> {"loss_sum", "correct", "count"}``.
+
+    Args:
+      loss: as ``make_train_step``'s.
+      compiler_options: as ``make_train_step``'s.
+    """
+    return EvalStep(loss=get_loss(loss), compiler_options=_options_key(compiler_options))
+
+
+# The default steps: softmax cross-entropy, no augmentation.
+train_step = make_train_step()
+eval_step = make_eval_step()
 
 
 def predict(state: TrainState, images: jax.Array) -> jax.Array:
     """Eval-mode logits ``[batch, num_classes]`` for ``images`` ``[batch, h, w, c]``."""
     return state.apply_fn(state.variables, images, train=False)
+
+
+__all__ = [
+    "Batch",
+    "BatchAugment",
+    "EvalStep",
+    "Metrics",
+    "TrainState",
+    "TrainStep",
+    "compile_initialization",
+    "create_train_state",
+    "eval_step",
+    "loss_and_updates",
+    "lower_train_state",
+    "make_eval_step",
+    "make_train_step",
+    "predict",
+    "split_step_key",
+    "train_step",
+]

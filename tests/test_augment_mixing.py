@@ -55,6 +55,31 @@ def test_soft_label_cross_entropy_equals_hard_label_loss_when_the_mix_is_trivial
         np.testing.assert_allclose(cross_entropy(logits[i : i + 1], self_mixed), hard[i : i + 1], rtol=1e-6)
 
 
+def test_the_train_step_trains_on_mixups_soft_labels_not_their_argmax():
+    from jaxvision import create_train_state, get_model, make_optimizer, make_train_step, predict
+    from jaxvision.batch import Batch
+    from jaxvision.train import split_step_key
+
+    pipeline = augment.parse_augment_spec("mixup:1.0", num_classes=NUM_CLASSES)
+    model = get_model("mlp", num_classes=NUM_CLASSES, hidden_sizes=(16,))  # no dropout: train mode is eval mode
+    state = create_train_state(model, (4, 4, 1), make_optimizer("sgd", 0.1), jax.random.key(0))
+    # Large inputs for logits far from uniform, where soft and argmax labels give clearly different losses.
+    batch = Batch.of(5 * jax.random.normal(jax.random.key(1), (16, 4, 4, 1)), jnp.arange(16) % NUM_CLASSES)
+    key = jax.random.key(2)
+    _, metrics = make_train_step(augment=pipeline)(state, batch, key)
+    # The batch the step trained on: the pipeline under the step's augmentation key.
+    mixed = pipeline(split_step_key(key, state.step)[0], batch)
+    labels = np.asarray(mixed.labels)
+    assert np.sum(labels.max(axis=1) < 0.9) >= 4  # genuinely soft for a good part of the batch
+    logits = np.asarray(predict(state, mixed.images), np.float64)
+    log_softmax = logits - logits.max(-1, keepdims=True)
+    log_softmax -= np.log(np.exp(log_softmax).sum(-1, keepdims=True))
+    expected = np.mean(-(labels * log_softmax).sum(-1))
+    collapsed = np.mean(-log_softmax[np.arange(16), labels.argmax(-1)])
+    assert abs(expected - collapsed) > 100 * 1e-5 * expected  # far outside the tolerance below
+    np.testing.assert_allclose(float(metrics["loss"]), expected, rtol=1e-5)
+
+
 def test_cutout_zeroes_at_most_a_square_of_the_given_side():
     x = jnp.ones((10, 10, 2))
     outs = jax.jit(jax.vmap(lambda k: augment.cutout(k, x, size_fraction=0.4)))(jax.random.split(jax.random.key(0), 16))

@@ -6,9 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxvision import Batch, create_train_state, get_model, make_optimizer
+from jaxvision import Batch, create_train_state, cross_entropy, get_model, make_optimizer, make_train_step
 from jaxvision.augment import affine, geometric, parse_augment_spec
-from jaxvision.train import split_step_key, train_step_unjitted
+from jaxvision.train import split_step_key
 
 
 def batch(size=8, shape=(8, 8, 3), seed=0):
@@ -104,29 +104,44 @@ def test_pipeline_draws_differently_per_example_and_reproducibly_per_key():
     np.testing.assert_allclose(out.labels.sum(axis=1), 1.0, atol=1e-6)
 
 
-def make_state(augment):
+def make_state():
     model = get_model("mlp", num_classes=4, hidden_sizes=(16,))
-    return create_train_state(model, (8, 8, 3), make_optimizer("sgd", 0.1), jax.random.key(0), augment=augment)
+    return create_train_state(model, (8, 8, 3), make_optimizer("sgd", 0.1), jax.random.key(0))
+
+
+def _pipeline():
+    return parse_augment_spec("flip,crop:2,rotate:15,shear:10,jitter:0.2,mixup", num_classes=4, mean=[0.5] * 3, std=[0.25] * 3)
 
 
 def test_train_step_with_augmentation_compiles_once_and_is_reproducible():
-    pipeline = parse_augment_spec("flip,crop:2,rotate:15,shear:10,jitter:0.2,mixup", num_classes=4, mean=[0.5] * 3, std=[0.25] * 3)
-    chex.clear_trace_counter()
-    step = jax.jit(chex.assert_max_traces(train_step_unjitted, n=1))
+    traces = []
+
+    def counted_cross_entropy(logits, labels):  # runs once per trace of the step that holds it
+        traces.append(logits.shape)
+        return cross_entropy(logits, labels)
+
+    pipeline = _pipeline()
+    step = make_train_step(loss=counted_cross_entropy, augment=pipeline)
     key = jax.random.key(42)
-    initial = make_state(pipeline)
+    initial = make_state()
     state, losses = initial, []
     for seed in range(3):
         state, metrics = step(state, batch(seed=seed), key)
         losses.append(float(metrics["loss"]))
     # Replaying from the same state (as a run resumed from a checkpoint does) draws the same
-    # augmentations at the same steps; an equal pipeline parsed again shares the compiled step.
-    again = initial.replace(augment_fn=parse_augment_spec(pipeline.spec, num_classes=4, mean=[0.5] * 3, std=[0.25] * 3))
+    # augmentations at the same steps; an equal pipeline parsed again builds an equal step, which
+    # shares the compiled program.
+    again_step = make_train_step(loss=counted_cross_entropy, augment=_pipeline())
+    assert again_step == step and hash(again_step) == hash(step)
+    again = initial
     for seed in range(3):
-        again, metrics = step(again, batch(seed=seed), key)
+        again, metrics = again_step(again, batch(seed=seed), key)
         assert float(metrics["loss"]) == losses[seed]
-    chex.assert_trees_all_close(again.params, state.params)
-    chex.clear_trace_counter()
+    chex.assert_trees_all_equal(again.params, state.params)
+    assert len(traces) == 1, f"the step was traced {len(traces)} times"
+    # The augmentation runs inside the step: without it the same batch has another loss.
+    _, plain = make_train_step()(initial, batch(seed=0), key)
+    assert float(plain["loss"]) != losses[0]
 
 
 def test_augmentation_key_comes_from_the_step_key():
@@ -135,3 +150,26 @@ def test_augmentation_key_comes_from_the_step_key():
     key = jax.random.key(1)
     views = [jax.jit(pipeline)(split_step_key(key, jnp.asarray(step))[0], b).images for step in (0, 1)]
     assert not np.array_equal(views[0], views[1])
+
+
+@pytest.mark.parametrize("package", ["augment", "data"])
+def test_augment_and_data_import_the_batch_module_not_the_trainer(package):
+    # Module-level imports only: an annotation under TYPE_CHECKING or a call-time import is not a dependency at import.
+    import ast
+    import pathlib
+
+    import jaxvision
+
+    trainer = {"jaxvision.train", "jaxvision.fit"}
+    imports_batch = False
+    for path in sorted((pathlib.Path(jaxvision.__file__).parent / package).glob("*.py")):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
+            elif isinstance(node, ast.Import):
+                names = {alias.name for alias in node.names}
+            else:
+                continue
+            assert not names & trainer, f"{path.name} imports {sorted(names & trainer)} at module level; import jaxvision.batch"
+            imports_batch |= "jaxvision.batch" in names
+    assert imports_batch

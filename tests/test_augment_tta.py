@@ -44,16 +44,29 @@ def test_one_view_is_plain_softmax_and_two_views_average_the_mirror(state):
 def test_evaluate_tta_with_one_view_matches_evaluate_and_honours_the_mask(state):
     x, labels = images(6), jnp.array([0, 1, 2, 0, 1, 2])
     full = [Batch.of(x, labels)]
-    # The same examples with two padding rows of garbage that must not count.
-    padded = Batch(
-        images=jnp.concatenate([x, 100 * jnp.ones((2, 8, 8, 1))]),
-        labels=jnp.concatenate([labels, jnp.array([1, 1])]),
-        mask=jnp.array([1, 1, 1, 1, 1, 1, 0, 0], jnp.float32),
-    )
+    garbage = 100 * jnp.ones((2, 8, 8, 1))
+
+    def padded(views):
+        # The same examples with two padding rows of garbage that must not count, labelled with what the
+        # model predicts for them: counted, they would raise the accuracy.
+        predicted = jnp.argmax(predict_tta(state, garbage, views=views), axis=-1)
+        return Batch(
+            images=jnp.concatenate([x, garbage]),
+            labels=jnp.concatenate([labels, predicted]),
+            mask=jnp.array([1, 1, 1, 1, 1, 1, 0, 0], jnp.float32),
+        )
+
     expected = evaluate(state, full)
-    for result in (evaluate_tta(state, full, views=1), evaluate_tta(state, [padded], views=1)):
+    assert expected["accuracy"] < 1
+    for result in (evaluate_tta(state, full, views=1), evaluate_tta(state, [padded(1)], views=1)):
         assert result["count"] == 6
         assert result["accuracy"] == pytest.approx(expected["accuracy"])
         assert result["loss"] == pytest.approx(expected["loss"], rel=1e-5)
-    many = evaluate_tta(state, [padded], views="crops:5,scales:3")
-    assert many["count"] == 6 and 0 <= many["accuracy"] <= 1 and np.isfinite(many["loss"])
+    # 15 views: the real rows' mean-over-views probabilities, counted here, padding left out.
+    views = "crops:5,scales:3"
+    many = evaluate_tta(state, [padded(views)], views=views)
+    probabilities = np.asarray(predict_tta(state, x, views=views), np.float64)
+    assert many["count"] == 6
+    assert many["accuracy"] == pytest.approx(np.mean(probabilities.argmax(axis=1) == np.asarray(labels)), abs=1e-9)
+    assert many["loss"] == pytest.approx(-np.mean(np.log(probabilities[np.arange(6), np.asarray(labels)])), rel=1e-5)
+    assert many["loss"] != pytest.approx(expected["loss"], rel=1e-3)  # the views changed the predictions

@@ -54,7 +54,8 @@ def test_train_writes_history_and_metrics(tmp_path, capsys):
     history = json.loads((tmp_path / "history.json").read_text())
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert len(history["val_loss"]) == 2 and len(history["train_accuracy"]) == 2
-    assert metrics["test_examples"] == 360 and 0 <= metrics["test_accuracy"] <= 1
+    # Seeded; 2 epochs of the MLP on digits measured 0.93 (chance is 0.1).
+    assert metrics["test_examples"] == 360 and metrics["test_accuracy"] > 0.8
     assert os.path.isfile(tmp_path / "history.png")
     assert f"test accuracy: {metrics['test_accuracy']:.4f}" in capsys.readouterr().out
 
@@ -63,7 +64,8 @@ def test_train_with_augmentation_and_tta_reports_both(tmp_path, capsys):
     status = main(["train", "--epochs", "1", "--no-progress", "--output-dir", str(tmp_path), "--augment", "rotate:10,translate:0.1", "--tta", "crops:5"])
     assert status == 0
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert metrics["augment"].startswith("rotate:10") and 0 <= metrics["tta_test_accuracy"] <= 1
+    # Seeded; measured 0.85 test and 0.74 with five crops after 1 epoch (chance is 0.1).
+    assert metrics["augment"].startswith("rotate:10") and metrics["test_accuracy"] > 0.6 and metrics["tta_test_accuracy"] > 0.5
     assert "test-time augmentation (crops:5)" in capsys.readouterr().out
 
 
@@ -82,15 +84,41 @@ def _refuse_restart():
     raise _Restarted
 
 
-def test_only_the_processs_own_training_command_line_restarts_with_huge_pages(monkeypatch):
+def test_only_the_processs_own_training_command_line_on_cpu_restarts_with_huge_pages(monkeypatch):
+    from jaxvision.backends import process
     from jaxvision.cli import main as cli_main
 
-    monkeypatch.setattr(cli_main, "restart_with_huge_pages", _refuse_restart)
-    # The jaxvision script (argv from sys.argv), a training command: restarts before any work.
-    monkeypatch.setattr(sys, "argv", ["jaxvision", "train", "--model", "nosuch"])
-    with pytest.raises(_Restarted):
-        cli_main.main()
-    # Not a training command, or argv passed by a caller: the process is left as it is.
-    monkeypatch.setattr(sys, "argv", ["jaxvision", "summary", "--model", "nosuch", "--input-shape", "28,28,1"])
-    assert cli_main.main() == 2
+    flags = []
+    monkeypatch.setattr(process, "restart_with_huge_pages", _refuse_restart)
+    monkeypatch.setattr(process, "use_fast_cpu_training_flags", lambda: flags.append("set"))
+    monkeypatch.setattr(process, "platform_is_cpu", lambda: True)
+    # The jaxvision script (argv from sys.argv), a training command: XLA:CPU's flag, then the restart,
+    # before any work.
+    for command in (["train", "--model", "nosuch"], ["sweep", "--model", "nosuch"]):
+        monkeypatch.setattr(sys, "argv", ["jaxvision", *command])
+        with pytest.raises(_Restarted):
+            cli_main.main()
+    assert flags == ["set", "set"]
+    # Not a training command, or --kernels reference: the process is left as it is.
+    for command in (["summary", "--model", "nosuch", "--input-shape", "28,28,1"], ["train", "--model", "nosuch", "--kernels", "reference"]):
+        monkeypatch.setattr(sys, "argv", ["jaxvision", *command])
+        assert cli_main.main() == 2
+    assert flags == ["set", "set"]
+    # argv passed by a caller: never restarted.
     assert cli_main.main(["train", "--model", "nosuch"]) == 2
+    # Off CPU (a GPU or TPU platform) nothing is touched.
+    monkeypatch.setattr(process, "platform_is_cpu", lambda: False)
+    flags.clear()
+    monkeypatch.setattr(sys, "argv", ["jaxvision", "train", "--model", "nosuch"])
+    assert cli_main.main() == 2 and flags == []
+
+
+def test_the_platform_is_read_from_jax_platforms_without_starting_jax(monkeypatch):
+    from jaxvision.backends import process
+
+    for value, is_cpu in (("cpu", True), ("CPU", True), ("cuda", False), ("tpu,cpu", False), ("cpu,cuda", True)):
+        monkeypatch.setenv("JAX_PLATFORMS", value)
+        assert process.platform_is_cpu() is is_cpu, value
+    monkeypatch.setenv("JAX_PLATFORMS", "")
+    monkeypatch.setenv("JAX_PLATFORM_NAME", "gpu")
+    assert process.platform_is_cpu() is False

@@ -46,7 +46,7 @@ def _worker(process_id: int, port: int, out_path: str) -> None:
     import jax
 
     from jaxvision import parallel
-    from jaxvision.train import Batch
+    from jaxvision.batch import Batch
 
     assert jax.process_count() == NUM_PROCESSES and jax.device_count() == NUM_PROCESSES * jax.local_device_count()
     mesh = parallel.make_mesh()
@@ -77,7 +77,8 @@ def _free_port() -> int:
 def test_two_processes_train_like_one_with_the_global_batch(tmp_path):
     import jax
 
-    from jaxvision.train import Batch, train_step
+    from jaxvision.batch import Batch
+    from jaxvision.train import train_step
 
     port = _free_port()
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}

@@ -4,6 +4,7 @@ import os
 import runpy
 
 import jax
+import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
@@ -47,10 +48,29 @@ def test_xor_example_perceptron_fails_and_mlp_succeeds():
     assert results["perceptron"] <= 0.75 and results["mlp 2-8-2 relu"] == 1.0
 
 
-def test_mnist_example_runs_on_mock_data():
+def test_mnist_example_runs_on_mock_data_and_reports_the_test_accuracy_of_its_state(monkeypatch):
+    evaluated = []
+
+    def recording_evaluate(state, batches, **kwargs):
+        batches = list(batches)
+        evaluated.append((state, batches))
+        return evaluate(state, batches, **kwargs)
+
+    evaluate = jaxvision.evaluate
+    monkeypatch.setattr(jaxvision, "evaluate", recording_evaluate)
     with tfds.testing.mock_data(num_examples=64):
         accuracy = example("mnist_lenet5.py")["main"](dataset="mnist", epochs=1, batch_size=16)
-    assert 0.0 <= accuracy <= 1.0
+    # Recount the last (test) evaluation from the final state's eval-mode logits: every real test
+    # image once, padding never.
+    state, batches = evaluated[-1]
+    correct = count = 0
+    for batch in batches:
+        predicted = np.argmax(np.asarray(jaxvision.predict(state, batch.images)), axis=-1)
+        mask = np.asarray(batch.mask) == 1
+        correct += int(np.sum(predicted[mask] == np.asarray(batch.labels)[mask]))
+        count += int(mask.sum())
+    assert count == 64
+    assert accuracy == pytest.approx(correct / count, abs=1e-9)
 
 
 @pytest.mark.slow

@@ -1,5 +1,5 @@
-"""Populations: a vmapped population trains what N separate single runs train, per-member early
-stopping, the ensemble's mean-softmax prediction, and ``jaxvision sweep``."""
+"""Populations: a vmapped population trains what N separate single runs train, a population of one is
+``fit``, per-member early stopping, the ensemble's mean-softmax prediction, and ``jaxvision sweep``."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ import numpy as np
 import optax
 import pytest
 
-from jaxvision import models
+from jaxvision import fit, models
+from jaxvision.backends import compile as backend_compile
+from jaxvision.batch import Batch
 from jaxvision.ensemble import ensemble_predict, evaluate_population, fit_population
 from jaxvision.optimizers import make_optimizer
 from jaxvision.population import (
@@ -27,8 +29,7 @@ from jaxvision.population import (
     member_grid,
     member_keys,
 )
-from jaxvision.step_compilation import steps_for
-from jaxvision.train import Batch, create_train_state
+from jaxvision.train import create_train_state, make_train_step
 
 INPUT_SHAPE = (8, 8, 1)
 BATCH_SIZE = 16
@@ -81,11 +82,11 @@ def _model(**overrides):
 
 
 def _single_run(model, optimizer, seed, data, epochs):
-    """The reference: create_train_state + the train step ``fit`` runs (``steps_for``: the same options as
-    the population's programs) on the member's batches, one after another."""
+    """The reference: create_train_state + the train step ``fit`` builds (``make_train_step()``: compiled
+    with the same options as the population's programs) on the member's batches, one after another."""
     init_key, train_key, data_key = member_keys(seed)
     state = create_train_state(model, INPUT_SHAPE, optimizer, init_key)
-    step_fn, _ = steps_for(state)
+    step_fn = make_train_step()
     images, labels = data.train
     for epoch in range(epochs):
         order = np.asarray(epoch_order(data_key, epoch, len(labels)))
@@ -112,6 +113,60 @@ def test_identical_members_are_copies_of_a_single_run(data):
             # XLA fuses differently): the same values up to float32 rounding.
             _assert_trees_close(member.params, single.params, rtol=1e-5, atol=1e-6)
             assert int(member.step) == int(single.step) == 2 * (NUM_TRAIN // BATCH_SIZE)
+
+
+class MemberOrderSource:
+    """``fit``'s BatchSource in a population member's data order: epoch e trains on
+    ``epoch_order(data_key, e, n)`` in chunks of ``batch_size``, the remainder dropped."""
+
+    def __init__(self, data, data_key):
+        self.data, self.data_key = data, data_key
+        self.steps_per_epoch = len(data.train[1]) // data.batch_size
+
+    def train_batches(self, epoch):
+        images, labels = self.data.train
+        order = np.asarray(epoch_order(self.data_key, epoch, len(labels)))
+        size = self.data.batch_size
+        for step in range(self.steps_per_epoch):
+            rows = order[step * size : (step + 1) * size]
+            yield Batch.of(images[rows], labels[rows])
+
+    def eval_batches(self, split):
+        return self.data.eval_batches(split)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize(
+    "optimizer, learning_rate, epochs, patience",
+    # SGD at 3.0 diverges from the first epoch on: patience 1 stops after epoch 2 and restores epoch 1.
+    [("adam", 1e-2, 3, None), ("sgd", 3.0, 4, 1)],
+    ids=["all_epochs", "early_stopping"],
+)
+def test_a_population_of_one_gives_fits_result(data, strategy, optimizer, learning_rate, epochs, patience):
+    model, optimizer, seed = _model(dropout_rate=0.2), make_optimizer(optimizer, learning_rate), 3
+    init_key, train_key, data_key = member_keys(seed)
+    population = create_population(model, INPUT_SHAPE, optimizer, member_grid([seed]))
+    state = create_train_state(model, INPUT_SHAPE, optimizer, init_key)
+    jax.tree.map(np.testing.assert_array_equal, population.member(0).params, state.params)
+
+    single = fit(state, MemberOrderSource(data, data_key), epochs=epochs, key=train_key, patience=patience,
+                 progress=False, evaluate_test=False)
+    result = fit_population(population, data, epochs=epochs, patience=patience, strategy=strategy, progress=False,
+                            evaluate_test=False)
+    if patience is not None:
+        assert single.stopped_early and single.best_epoch == 0 and len(single.history["val_loss"]) == 2
+    else:
+        assert not single.stopped_early and single.best_epoch == epochs - 1
+    assert int(result.best_epoch[0]) == single.best_epoch
+    assert bool(result.stopped_epoch[0] >= 0) == single.stopped_early
+    member = result.population.member(0)
+    assert int(member.step) == int(single.state.step) == (single.best_epoch + 1) * (NUM_TRAIN // BATCH_SIZE)
+    _assert_trees_close(member.params, single.state.params, rtol=1e-5, atol=1e-6)
+    _assert_trees_close(member.opt_state, single.state.opt_state, rtol=1e-5, atol=1e-6)
+    for name in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
+        assert result.history[name].shape == (len(single.history[name]), 1), name
+        np.testing.assert_allclose(result.history[name][:, 0], single.history[name], rtol=1e-5, err_msg=name)
+    np.testing.assert_allclose(result.validation["loss"], [single.history["val_loss"][single.best_epoch]], rtol=1e-5)
 
 
 def test_members_with_different_learning_rates_match_separate_runs(data):
@@ -190,16 +245,27 @@ def test_ensemble_predicts_the_mean_softmax_of_its_members(data):
 def test_population_step_compiles_once_and_keeps_the_contract(data):
     members = member_grid([0, 1], dropout_rates=[0.1, 0.3])
     population = create_population(_model(dropout_rate=0.1), INPUT_SHAPE, make_optimizer("adam", 1e-3), members)
-    step = jax.jit(chex.assert_max_traces(_population_train_step, n=1))
+    step = jax.jit(chex.assert_max_traces(_population_train_step, n=1), static_argnames="step")
     images, labels = (jnp.asarray(a) for a in data.train)
     orders = jnp.stack([epoch_order(member_keys(m.seed)[2], 0, NUM_TRAIN) for m in members])
     keys = jnp.stack([member_keys(m.seed)[1] for m in members])
     for s in range(3):
         batch = gather_member_batches(images, labels, orders, jnp.int32(s), BATCH_SIZE)
         chex.assert_shape(batch.images, (4, BATCH_SIZE, *INPUT_SHAPE))
-        population, metrics = step(population, batch, keys)
+        # A fresh, equal step every call: still one trace.
+        population, metrics = step(population, batch, keys, step=make_train_step())
         chex.assert_shape((metrics["loss"], metrics["accuracy"]), (4,))
     assert population.dropout_rate.tolist() == pytest.approx([0.1, 0.1, 0.3, 0.3])
+
+
+def test_auto_strategy_times_both_and_trains_like_the_one_it_picks(data):
+    # On CPU "auto" runs a few steps of each strategy and throws them away (the steps are pure).
+    population = create_population(_model(), INPUT_SHAPE, make_optimizer("sgd", 0.1), member_grid([0, 1]))
+    auto = fit_population(population, data, epochs=1, strategy="auto", progress=False, evaluate_test=False)
+    assert auto.strategy in STRATEGIES
+    chosen = fit_population(population, data, epochs=1, strategy=auto.strategy, progress=False, evaluate_test=False)
+    jax.tree.map(np.testing.assert_array_equal, auto.population.state.params, chosen.population.state.params)
+    assert [int(auto.population.member(i).step) for i in range(2)] == [NUM_TRAIN // BATCH_SIZE] * 2
 
 
 def test_member_grid_varies_seeds_fastest():
@@ -232,9 +298,10 @@ def test_sweep_command_prints_a_table_and_writes_json(tmp_path, capsys):
     summary = json.loads((tmp_path / "sweep.json").read_text())
     assert len(summary["members"]) == 4 and summary["strategy"] == "vmap"
     assert {m["learning_rate"] for m in summary["members"]} == {1e-3, 1e-2}
-    assert 0.0 <= summary["ensemble"]["test_accuracy"] <= 1.0
-    # 1 epoch at lr 1e-2 on digits already beats chance by far.
-    assert max(m["test_accuracy"] for m in summary["members"]) > 0.5
+    # 1 epoch at lr 1e-2 on digits already beats chance (0.1) by far: measured 0.92-0.93 for those
+    # members, 0.73-0.76 at 1e-3, and 0.94 for the ensemble of all four.
+    assert max(m["test_accuracy"] for m in summary["members"]) > 0.8
+    assert summary["ensemble"]["test_accuracy"] > 0.8
 
 
 def test_sweep_rejects_a_bad_list_with_a_fix():
@@ -265,9 +332,7 @@ def test_sweep_on_real_mnist(tmp_path, mnist_dir):
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_population_programs_compile_with_the_step_options(data, monkeypatch, strategy):
     # An option XLA does not know, chosen for this network, must fail every population program's compile.
-    from jaxvision import step_compilation
-
-    monkeypatch.setattr(step_compilation, "legacy_emitters_on_cpu", lambda: {"xla_cpu_no_such_option": True})
+    monkeypatch.setattr(backend_compile, "compiler_options", lambda model, *, has_batch_norm: {"xla_cpu_no_such_option": True})
     population = create_population(_model(), INPUT_SHAPE, make_optimizer("sgd", 0.1), member_grid([0, 1]))
     with pytest.raises(Exception, match="xla_cpu_no_such_option"):
         fit_population(population, data, epochs=1, strategy=strategy, progress=False, evaluate_test=False)

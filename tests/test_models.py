@@ -1,7 +1,5 @@
 """Core models: shapes, hand-computed parameter counts, activations, pooling, registry errors."""
 
-import functools
-
 import chex
 import flax.linen as nn
 import jax
@@ -41,10 +39,11 @@ def test_parameter_counts_match_hand_arithmetic(model, input_shape, expected):
     assert count_params(model, input_shape) == expected
 
 
+@pytest.mark.parametrize("kernels", ["reference", "cpu"])
 @pytest.mark.parametrize("name, input_shape", [("perceptron", (8, 8, 1)), ("mlp", (8, 8, 1)), ("lenet5", (28, 28, 1)), ("simple_cnn", (28, 28, 1)),
                                                    ("mnist_cnn", (28, 28, 1))])
-def test_every_core_model_gives_logits_per_example_under_jit_and_vmap(name, input_shape):
-    model = models.get_model(name, num_classes=7)
+def test_every_core_model_gives_logits_per_example_under_jit_and_vmap(name, input_shape, kernels):
+    model = models.get_model(name, num_classes=7, kernels=kernels)
     images = jax.random.normal(jax.random.key(1), (5, *input_shape))
     variables = model.init(jax.random.key(0), images, train=False)
     logits = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, images)
@@ -108,47 +107,6 @@ def test_maxout_takes_the_max_of_its_linear_pieces():
     np.testing.assert_allclose(layer.apply(variables, x), linear.max(-1), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("channels", [models.layers.MIN_INDEX_CHANNELS - 1, models.layers.MIN_INDEX_CHANNELS])
-@pytest.mark.parametrize("window", [2, 3])
-def test_max_pool_gradient_at_ties_goes_where_flax_and_pytorch_send_it(channels, window):
-    # Half-integers on a coarse grid: most windows hold tied maxima. nn.max_pool (select-and-scatter)
-    # and PyTorch's max_pool2d send a window's gradient to its first maximum in row-major order.
-    x = jnp.round(jax.random.normal(jax.random.key(0), (2, 3 * window + 1, 2 * window, channels)))
-    cotangent = jax.random.normal(jax.random.key(1), (2, 3, 2, channels))
-    pooled, pull = jax.vjp(lambda v: models.pool_2d(v, window), x)
-    expected, pull_flax = jax.vjp(lambda v: nn.max_pool(v, (window, window), strides=(window, window)), x)
-    np.testing.assert_array_equal(pooled, expected)
-    np.testing.assert_array_equal(pull(cotangent)[0], pull_flax(cotangent)[0])
-    torch = pytest.importorskip("torch")
-    x_torch = torch.tensor(np.asarray(x).transpose(0, 3, 1, 2), requires_grad=True)
-    torch.nn.functional.max_pool2d(x_torch, window).backward(torch.tensor(np.asarray(cotangent).transpose(0, 3, 1, 2)))
-    np.testing.assert_array_equal(pull(cotangent)[0], x_torch.grad.numpy().transpose(0, 2, 3, 1))
-
-
-def test_max_pool_gradient_with_windows_past_int8_indices_and_a_clear_error_on_ragged_maps():
-    # 12x12 windows have 144 entries: the stored index no longer fits int8.
-    x = jax.random.normal(jax.random.key(2), (1, 24, 12, models.layers.MIN_INDEX_CHANNELS))
-    expected = jax.grad(lambda v: jnp.sum(nn.max_pool(v, (12, 12), strides=(12, 12)) ** 2))(x)
-    np.testing.assert_array_equal(jax.grad(lambda v: jnp.sum(models.max_pool_2d(v, 12) ** 2))(x), expected)
-    with pytest.raises(ValueError, match="expected multiples of the window. Use pool_2d"):
-        models.max_pool_2d(jnp.zeros((1, 5, 4, 3)), 2)
-
-
-@pytest.mark.parametrize("kind", ["max", "avg"])
-def test_pool_2d_matches_a_numpy_loop_and_its_gradient_matches_flax(kind):
-    x = np.asarray(jax.random.normal(jax.random.key(0), (2, 7, 6, 3)))  # 7 rows: the last is dropped
-    expected = np.zeros((2, 3, 3, 3), np.float32)
-    reduce = np.max if kind == "max" else np.mean
-    for i in range(3):
-        for j in range(3):
-            expected[:, i, j, :] = reduce(x[:, 2 * i : 2 * i + 2, 2 * j : 2 * j + 2, :], axis=(1, 2))
-    np.testing.assert_allclose(models.pool_2d(jnp.asarray(x), 2, kind=kind), expected, rtol=1e-5, atol=1e-7)
-    reference = functools.partial(nn.max_pool if kind == "max" else nn.avg_pool, window_shape=(2, 2), strides=(2, 2))
-    grad = jax.grad(lambda v: jnp.sum(models.pool_2d(v, 2, kind=kind) ** 2))(jnp.asarray(x))
-    reference_grad = jax.grad(lambda v: jnp.sum(reference(v) ** 2))(jnp.asarray(x))
-    np.testing.assert_allclose(grad, reference_grad, rtol=1e-6)
-
-
 def test_unknown_model_name_suggests_the_closest():
     with pytest.raises(ValueError, match=r"Unknown model 'lenet'\. Known: .*lenet5.* Did you mean 'lenet5'\?"):
         models.get_model("lenet")
@@ -164,25 +122,14 @@ def test_overrides_reach_the_model():
     assert (model.num_classes, model.activation, model.pooling) == (3, "tanh", "avg")
 
 
-@pytest.mark.parametrize("shape", [(2, 5, 5, 16), (3, 7)])
-def test_materialize_is_the_identity_and_passes_gradients_through(shape):
-    x = jax.random.normal(jax.random.key(0), shape)
-    weights = jax.random.normal(jax.random.key(1), shape)
-    np.testing.assert_array_equal(jax.jit(models.layers.materialize)(x), x)
-    grad = jax.jit(jax.grad(lambda v: jnp.sum(models.layers.materialize(v) * weights)))(x)
-    np.testing.assert_array_equal(grad, weights)
+@pytest.mark.parametrize("num_classes", [0, -1, 2.5, True])
+def test_get_model_rejects_a_bad_num_classes_before_building(num_classes):
+    with pytest.raises(ValueError, match=r"Invalid num_classes=.*expected a positive integer"):
+        models.get_model("mlp", num_classes=num_classes)
 
 
-def test_resnet_training_is_unchanged_by_materialize(monkeypatch):
-    model = models.get_model("resnet20")
-    x = jax.random.normal(jax.random.key(0), (4, 32, 32, 3))
-    variables = model.init(jax.random.key(1), x)
-
-    def loss(params):
-        logits, _ = model.apply({**variables, "params": params}, x, train=True, mutable=["batch_stats"])
-        return jnp.sum(logits**2)
-
-    ours = jax.jit(jax.value_and_grad(loss))(variables["params"])
-    monkeypatch.setattr(models.resnet, "materialize", lambda y: y)
-    plain = jax.jit(jax.value_and_grad(loss))(variables["params"])
-    chex.assert_trees_all_close(ours, plain, rtol=1e-5, atol=1e-6)
+def test_models_are_textbook_flax_by_default():
+    # Built directly, a model has flax's own layers: the reference path, whatever the backend.
+    model = models.LeNet5()
+    assert (model.conv, model.max_pool, model.avg_pool) == (nn.Conv, nn.max_pool, nn.avg_pool)
+    assert models.ResNet().norm is nn.BatchNorm and models.ResNet().act is nn.relu

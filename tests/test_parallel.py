@@ -43,7 +43,7 @@ def _run(mesh, *, shard_parameters=False, checks=None):
     import jax
 
     from jaxvision import parallel
-    from jaxvision.train import Batch
+    from jaxvision.batch import Batch
 
     state = _initial_state()
     step = parallel.make_data_parallel_step(mesh, state, shard_parameters=shard_parameters)
@@ -62,7 +62,8 @@ def _run(mesh, *, shard_parameters=False, checks=None):
 def _single_device_reference():
     import jax
 
-    from jaxvision.train import Batch, train_step
+    from jaxvision.batch import Batch
+    from jaxvision.train import train_step
 
     state = _initial_state()
     images, labels = _batches()
@@ -123,14 +124,40 @@ def test_one_device_mesh_step_equals_train_step():
         np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
 
 
+def test_one_device_mesh_runs_the_step_it_is_given():
+    import jax
+
+    from jaxvision import parallel
+    from jaxvision.augment import parse_augment_spec
+    from jaxvision.batch import Batch
+    from jaxvision.train import make_train_step
+
+    # Another loss and an augmentation than the default step's: the sharded step is this one's body.
+    step = make_train_step(loss="l2", augment=parse_augment_spec("flip,crop:2"))
+    mesh = parallel.make_mesh(jax.devices()[:1])
+    state = expected = _initial_state()
+    sharded_step = parallel.make_data_parallel_step(mesh, state, step=step.unjitted)
+    images, labels = _batches()
+    for s in range(2):
+        batch = Batch.of(images[s], labels[s])
+        state, metrics = sharded_step(parallel.place_state(state, mesh), parallel.shard_batch(batch, mesh), jax.random.key(1))
+        expected, expected_metrics = step(expected, batch, jax.random.key(1))
+        np.testing.assert_allclose(float(metrics["loss"]), float(expected_metrics["loss"]), rtol=1e-6)
+    _, default_metrics = make_train_step()(_initial_state(), Batch.of(images[1], labels[1]), jax.random.key(1))
+    assert abs(float(default_metrics["loss"]) - float(metrics["loss"])) > 0.1  # l2 is not cross-entropy
+    for got, want in zip(jax.tree.leaves(state.params), jax.tree.leaves(expected.params)):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+
+
 def test_the_step_compiles_with_the_step_options_unless_overridden(monkeypatch):
     import jax
 
-    from jaxvision import parallel, step_compilation
-    from jaxvision.train import Batch
+    from jaxvision import parallel
+    from jaxvision.backends import compile as backend_compile
+    from jaxvision.batch import Batch
 
     # An option XLA does not know, chosen for this network, must fail the compile; {} overrides it.
-    monkeypatch.setattr(step_compilation, "legacy_emitters_on_cpu", lambda: {"xla_cpu_no_such_option": True})
+    monkeypatch.setattr(backend_compile, "compiler_options", lambda model, *, has_batch_norm: {"xla_cpu_no_such_option": True})
     mesh = parallel.make_mesh(jax.devices()[:1])
     state = parallel.place_state(_initial_state(), mesh)
     images, labels = _batches()

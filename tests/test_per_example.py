@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from jaxvision import models
+from jaxvision.augment import parse_augment_spec
+from jaxvision.batch import Batch
+from jaxvision.losses import cross_entropy, get_loss
 from jaxvision.optimizers import make_optimizer
 from jaxvision.per_example import clip_and_noise, dp_train_step, make_dp_train_step, per_example_grads
-from jaxvision.train import Batch, create_train_state, loss_and_updates, train_step
+from jaxvision.train import create_train_state, loss_and_updates, make_train_step, train_step
 
 BATCH = 6
 
 
-@pytest.fixture(scope="module")
-def state():
-    model = models.get_model("lenet5", num_classes=4)
+@pytest.fixture(scope="module", params=["reference", "cpu"])
+def state(request):
+    # vmap of grad through flax's layers and through the XLA:CPU kernels (jaxvision.backends.cpu).
+    model = models.get_model("lenet5", num_classes=4, kernels=request.param)
     return create_train_state(model, (28, 28, 1), make_optimizer("sgd", 0.1), jax.random.key(0))
 
 
@@ -33,14 +39,14 @@ def batch():
     return Batch.of(rng.normal(size=(BATCH, 28, 28, 1)), rng.integers(0, 4, BATCH).astype(np.int32))
 
 
-@jax.jit
-def _batch_grads(state, batch):
-    return jax.grad(lambda p: loss_and_updates(state, p, batch, jax.random.key(0))[0])(state.params)
+@functools.partial(jax.jit, static_argnames="loss")
+def _batch_grads(state, batch, loss=cross_entropy):
+    return jax.grad(lambda p: loss_and_updates(state, p, batch, jax.random.key(0), loss=loss)[0])(state.params)
 
 
-def _single_example_grads(state, batch, i):
+def _single_example_grads(state, batch, i, loss=cross_entropy):
     single = Batch(images=batch.images[i : i + 1], labels=batch.labels[i : i + 1], mask=batch.mask[i : i + 1])
-    return _batch_grads(state, single)
+    return _batch_grads(state, single, loss=loss)
 
 
 def test_per_example_grads_equal_a_loop_of_single_example_grads(state, batch):
@@ -48,6 +54,15 @@ def test_per_example_grads_equal_a_loop_of_single_example_grads(state, batch):
     for i in range(BATCH):
         expected = _single_example_grads(state, batch, i)
         jax.tree.map(lambda g, e: np.testing.assert_allclose(g[i], e, rtol=1e-5, atol=1e-6), grads, expected)
+
+
+def test_per_example_grads_of_another_loss_are_that_losss_gradients(small_state, batch):
+    grads = per_example_grads(small_state, batch, loss="l2")
+    cross_entropy_grads = per_example_grads(small_state, batch)
+    for i in (0, BATCH - 1):
+        expected = _single_example_grads(small_state, batch, i, loss=get_loss("l2"))
+        jax.tree.map(lambda g, e: np.testing.assert_allclose(g[i], e, rtol=1e-5, atol=1e-7), grads, expected)
+    assert not np.allclose(grads["Dense_1"]["kernel"], cross_entropy_grads["Dense_1"]["kernel"], atol=1e-4)
 
 
 def test_mean_of_per_example_grads_is_the_batch_gradient(state, batch):
@@ -105,6 +120,20 @@ def test_dp_step_without_clipping_or_noise_is_the_train_step(small_state, batch)
     np.testing.assert_allclose(dp_metrics["loss"], plain_metrics["loss"], rtol=1e-6)
     assert float(dp_metrics["clipped_fraction"]) == 0.0
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), dp_state.params, plain_state.params)
+
+
+@pytest.mark.parametrize("loss", ["l2", "cross_entropy"])
+def test_dp_step_without_clipping_or_noise_is_the_train_step_of_its_loss_and_augmentation(small_state, batch, loss):
+    # The same loss and the same augmentation keys as make_train_step's (split_step_key of the base key).
+    augment = parse_augment_spec("flip,crop:4,rotate:20")
+    dp_step = make_dp_train_step(l2_norm_clip=1e6, noise_multiplier=0.0, loss=loss, augment=augment)
+    base_key, _ = jax.random.split(jax.random.key(2))  # the DP step keeps the other half for its noise
+    dp_state, dp_metrics = dp_step(small_state, batch, jax.random.key(2))
+    plain_state, plain_metrics = make_train_step(loss=loss, augment=augment)(small_state, batch, base_key)
+    unaugmented_state, _ = make_train_step(loss=loss)(small_state, batch, base_key)
+    np.testing.assert_allclose(dp_metrics["loss"], plain_metrics["loss"], rtol=1e-6)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), dp_state.params, plain_state.params)
+    assert not np.allclose(dp_state.params["Dense_0"]["kernel"], unaugmented_state.params["Dense_0"]["kernel"], atol=1e-6)
 
 
 def test_dp_step_is_reproducible_from_its_key_and_clips(small_state, batch):

@@ -68,13 +68,14 @@ def test_zoo_summary_totals_equal_golden_parameter_counts(name):
     assert f"Total parameters: {GOLDEN[name]:,}" in str(result)
 
 
-def test_zoo_summary_rows_of_lenet5_by_hand():
-    result = summary(get_model("lenet5"), (28, 28, 1), batch_size=2)
+@pytest.mark.parametrize("kernels", ["reference", "cpu"])
+def test_zoo_summary_rows_of_lenet5_by_hand(kernels):
+    result = summary(get_model("lenet5", kernels=kernels), (28, 28, 1), batch_size=2)
     rows = {row.name: row for row in result.layers}
-    assert rows["Conv_0"].output_shape == (2, 14, 14, 6)  # conv + ReLU + pool, one ConvPool
+    assert rows["Conv_0"].output_shape == (2, 28, 28, 6)  # the convolution's own map; ReLU and pooling follow it
     assert rows["Conv_0"].parameters == 5 * 5 * 1 * 6 + 6
     assert rows["Conv_0"].flops == 2 * 28 * 28 * 6 * 5 * 5 * 1
-    assert rows["Conv_1"].output_shape == (2, 5, 5, 16)
+    assert rows["Conv_1"].output_shape == (2, 10, 10, 16)  # on the pooled 14x14 map
     assert rows["Conv_1"].flops == 2 * 10 * 10 * 16 * 5 * 5 * 6
     assert rows["Dense_0"].flops == 2 * 400 * 120
     assert result.total_parameters == 61_706

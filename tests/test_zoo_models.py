@@ -12,7 +12,7 @@ import pytest
 from numpy_weights import numpy_variables
 from jaxvision.models import AlexNet, ResNet, VGG, get_model, list_models
 from jaxvision.models.resnet import cifar_resnet
-from jaxvision.train import Batch, TrainState, create_train_state, train_step, train_step_unjitted
+from jaxvision.train import Batch, TrainState, create_train_state, train_step
 
 
 
@@ -157,7 +157,7 @@ def test_zoo_one_train_step_is_finite_and_per_example_eval_matches_batched(name)
 def test_zoo_create_train_state_and_train_step_trace_once_for_batch_norm_model():
     state = create_train_state(get_model("resnet20"), (32, 32, 3), optax.sgd(0.1), _key(0))
     assert set(state.batch_stats) >= {"stem_bn", "stage1_block1"}
-    step = jax.jit(chex.assert_max_traces(train_step_unjitted, n=1))
+    step = jax.jit(chex.assert_max_traces(train_step.unjitted, n=1))
     batch = Batch.of(_images(), jnp.array([0, 1, 2, 3]))
     for _ in range(3):
         state, metrics = step(state, batch, _key(1))

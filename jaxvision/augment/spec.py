@@ -27,7 +27,7 @@ import jax.numpy as jnp
 
 from jaxvision._suggest import unknown_name_error
 from jaxvision.augment import affine, geometric, mixing, photometric
-from jaxvision.train import Batch
+from jaxvision.batch import Batch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,7 +164,7 @@ def _validated_magnitude(name: str, value: Any) -> float:
 class AugmentPipeline:
     """A parsed spec; call it as ``pipeline(key, batch) -> batch`` (a ``jaxvision.train.BatchAugment``).
 
-    Frozen and hashable, so it can be the static ``augment_fn`` of a TrainState: two pipelines from
+    Frozen and hashable, so it can be part of a train step (``make_train_step(augment=...)``): two pipelines from
     the same spec compare equal and share one compiled train step.
 
     Attributes:

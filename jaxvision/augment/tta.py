@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import itertools
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
@@ -25,7 +26,10 @@ import numpy as np
 
 from jaxvision.augment import affine
 from jaxvision.losses import hard_labels
-from jaxvision.train import Batch, Metrics, TrainState
+from jaxvision.batch import Batch, Metrics
+
+if TYPE_CHECKING:  # only for annotations: augment/ does not import the trainer
+    from jaxvision.train import TrainState
 
 _LADDER = {1: "crops:1", 2: "flip", 10: "flip,crops:5", 30: "flip,crops:5,scales:3", 150: "flip,crops:25,scales:3"}
 _CROP_GRIDS = {1: [0], 5: None, 9: [-1, 0, 1], 25: [-1, -0.5, 0, 0.5, 1]}

@@ -67,7 +67,7 @@ def render_grid(rows: np.ndarray, path: str, *, titles: list[str] | None = None)
 
 def run(args: argparse.Namespace) -> int:
     from jaxvision.augment import parse_augment_spec
-    from jaxvision.train import Batch
+    from jaxvision.batch import Batch
 
     images, labels, num_classes = _load_images(args.dataset, args.num_images, args.data_dir)
     # Normalise as training does, so fills (0 = the mean) and photometric ops look as they will in training.

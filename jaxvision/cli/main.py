@@ -8,14 +8,14 @@ import sys
 from collections.abc import Sequence
 
 from jaxvision.cli import augment_preview as augment_preview_command
-from jaxvision.cli.xla_flags import use_fast_cpu_training_flags
+from jaxvision.cli import kernels as kernels_command
 from jaxvision.cli import summary as summary_command
 from jaxvision.cli import sweep as sweep_command
 from jaxvision.cli import train as train_command
-from jaxvision.host_memory import restart_with_huge_pages
+from jaxvision.backends.process import prepare_training_process
 
 # Each module has add_parser(subparsers), which registers a subcommand whose ``func`` runs it.
-_COMMANDS = (train_command, sweep_command, summary_command, augment_preview_command)
+_COMMANDS = (train_command, sweep_command, summary_command, augment_preview_command, kernels_command)
 _TRAINING_COMMANDS = ("train", "sweep")
 
 
@@ -37,14 +37,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line; returns the exit status.
 
-    ``argv`` None means the process's own command line (the ``jaxvision`` script). Only then do the
-    training commands restart the process with huge pages for XLA:CPU's buffers
-    (``jaxvision.host_memory``); a caller passing ``argv`` keeps its process as it is.
+    ``argv`` None means the process's own command line (the ``jaxvision`` script). The training
+    commands on a CPU platform, unless ``--kernels reference``, set XLA:CPU's training flag and (only
+    for the process's own command line) restart with huge pages for XLA:CPU's buffers
+    (``jaxvision.backends.process``); a caller passing ``argv`` keeps its process as it is.
     """
-    use_fast_cpu_training_flags()
     args = build_parser().parse_args(argv)
-    if argv is None and args.command in _TRAINING_COMMANDS:
-        restart_with_huge_pages()
+    if args.command in _TRAINING_COMMANDS and args.kernels != "reference":
+        prepare_training_process(restart=argv is None)
     try:
         return args.func(args) or 0
     except ValueError as error:

@@ -82,8 +82,9 @@ def _sequential_seconds(args, splits, members, make_model, make_optimizer) -> tu
         model = make_model(member.dropout_rate)
         optimizer = make_optimizer(member.learning_rate, member.weight_decay)
         init_key, train_key, _ = member_keys(member.seed)
-        state = create_train_state(model, splits.meta.image_shape, optimizer, init_key, loss=args.loss)
-        result = fit(state, splits, epochs=args.epochs, key=train_key, patience=args.patience, progress=False)
+        state = create_train_state(model, splits.meta.image_shape, optimizer, init_key)
+        result = fit(state, splits, epochs=args.epochs, key=train_key, loss=args.loss, patience=args.patience,
+                     progress=False)
         accuracies.append(result.test["accuracy"])
     return time.perf_counter() - start, accuracies
 
@@ -96,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     overrides = {k: v for k, v in (("dropout_rate", args.dropout_rate), ("activation", args.activation)) if v is not None}
-    models.get_model(args.model, **overrides)  # validate names before loading any data
+    models.get_model(args.model, kernels=args.kernels, **overrides)  # validate names before loading any data
     if args.dropout_rates is not None:
         models.get_model(args.model, dropout_rate=args.dropout_rates[0])  # the model must have a dropout_rate field
     splits = load_training_data(args, seed=args.first_seed)
@@ -110,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
 
     def make_model(dropout_rate=None):
         extra = {} if dropout_rate is None else {"dropout_rate": dropout_rate}
-        return models.get_model(args.model, num_classes=meta.num_classes, **{**overrides, **extra})
+        return models.get_model(args.model, num_classes=meta.num_classes, kernels=args.kernels, **{**overrides, **extra})
 
     def make_member_optimizer(learning_rate=None, weight_decay=None):
         return make_optimizer(
@@ -122,14 +123,15 @@ def run(args: argparse.Namespace) -> int:
             momentum=args.momentum,
         )
 
-    population = create_population(make_model(), meta.image_shape, make_member_optimizer(), members, loss=args.loss)
+    population = create_population(make_model(), meta.image_shape, make_member_optimizer(), members)
     print(
         f"sweep of {len(members)} {args.model} on {meta.name}: {meta.num_train} train / {meta.num_validation} validation / "
         f"{meta.num_test} test images, {splits.steps_per_epoch} steps per epoch"
     )
     fit_start = time.perf_counter()
     result = fit_population(
-        population, splits, epochs=args.epochs, patience=args.patience, strategy=args.strategy, progress=not args.no_progress
+        population, splits, epochs=args.epochs, loss=args.loss, patience=args.patience, strategy=args.strategy,
+        progress=not args.no_progress,
     )
     population_seconds = time.perf_counter() - fit_start
 

@@ -32,6 +32,11 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", default=None, help="TFDS data folder (default: $TFDS_DATA_DIR or ~/tensorflow_datasets)")
     parser.add_argument("--validation-fraction", type=arguments.open_fraction, default=0.1)
     parser.add_argument("--patience", type=arguments.positive_int, default=None, help="early-stopping patience in epochs (default: off)")
+    parser.add_argument(
+        "--kernels", choices=("auto", "reference", "cpu"), default="auto",
+        help="layers and compile options (jaxvision.backends): 'auto' (default) takes the XLA:CPU kernels, compile "
+             "options and process settings on a CPU, 'reference' flax's layers and XLA's defaults everywhere",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -71,7 +76,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from jaxvision import augment, models, visualize
+    from jaxvision import augment, backends, models, visualize
     from jaxvision.checkpoint import save_checkpoint
     from jaxvision.fit import fit
     from jaxvision.optimizers import make_optimizer
@@ -80,14 +85,14 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     overrides = {k: v for k, v in (("dropout_rate", args.dropout_rate), ("activation", args.activation)) if v is not None}
     # Validate names and specs before loading any data.
-    models.get_model(args.model, **overrides)
+    models.get_model(args.model, kernels=args.kernels, **overrides)
     if args.augment:
         augment.parse_augment_spec(args.augment, num_classes=2)
     if args.tta:
         augment.count_views(args.tta)
     splits = load_training_data(args, seed=args.seed)
     meta = splits.meta
-    model = models.get_model(args.model, num_classes=meta.num_classes, **overrides)
+    model = models.get_model(args.model, num_classes=meta.num_classes, kernels=args.kernels, **overrides)
     optimizer = make_optimizer(
         args.optimizer,
         args.learning_rate,
@@ -102,12 +107,13 @@ def run(args: argparse.Namespace) -> int:
         if args.augment
         else None
     )
-    state = create_train_state(model, meta.image_shape, optimizer, init_key, loss=args.loss, augment=pipeline)
+    state = create_train_state(model, meta.image_shape, optimizer, init_key)
     print(
         f"{args.model} on {meta.name}: {meta.num_train} train / {meta.num_validation} validation / {meta.num_test} test "
         f"images {meta.image_shape}, {meta.num_classes} classes, {splits.steps_per_epoch} steps per epoch"
     )
-    result = fit(state, splits, epochs=args.epochs, key=train_key, patience=args.patience, progress=not args.no_progress)
+    result = fit(state, splits, epochs=args.epochs, key=train_key, loss=args.loss, augment=pipeline,
+                 patience=args.patience, progress=not args.no_progress)
     tta = None
     if args.tta:
         mode = pipeline.fill_mode if pipeline is not None else "constant"
@@ -130,6 +136,7 @@ def run(args: argparse.Namespace) -> int:
         "tta_test_accuracy": tta["accuracy"] if tta else None,
         "wall_seconds": seconds,
         "backend": jax.default_backend(),
+        "kernels": backends.resolve_kernels(args.kernels),
         "arguments": {k: v for k, v in vars(args).items() if k != "func"},
     }
     with open(os.path.join(output_dir, "history.json"), "w") as f:

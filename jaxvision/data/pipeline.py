@@ -19,7 +19,7 @@ import tensorflow_datasets as tfds
 
 from jaxvision._suggest import unknown_name_error
 from jaxvision.data import digits as _digits  # registers the ``digits`` builder with TFDS
-from jaxvision.train import Batch
+from jaxvision.batch import Batch
 
 # tf.data only feeds the host; any accelerator belongs to JAX.
 # RuntimeError: TensorFlow's devices were already initialised by the caller, who chose for themselves.

@@ -1,11 +1,13 @@
-"""Flax linen models: one contract, ``Model(num_classes, ...)(images, train=...)`` -> logits."""
+"""Flax linen models: one contract, ``Model(num_classes, ...)(images, train=...)`` -> logits.
+
+Every model is textbook Flax; its convolution, normalisation and pooling layers are fields that
+default to flax's own, and ``get_model(..., kernels=...)`` fills them (``jaxvision.backends``).
+"""
 
 from jaxvision.models.activations import ACTIVATIONS, Maxout, get_activation
 from jaxvision.models.alexnet import AlexNet, LocalResponseNorm, adaptive_avg_pool
-from jaxvision.models.batch_norm import BatchNorm
 from jaxvision.models.conv_arithmetic import LayerSpec, conv_output_size, output_size, receptive_field
-from jaxvision.models.conv_pool import ConvPool
-from jaxvision.models.layers import Dropout, max_pool_2d, pool_2d
+from jaxvision.models.layers import Dropout
 from jaxvision.models.lenet import LeNet5
 from jaxvision.models.mlp import MLP
 from jaxvision.models.mnist_cnn import MnistCNN
@@ -19,8 +21,6 @@ from jaxvision.models.vgg import VGG
 __all__ = [
     "ACTIVATIONS",
     "AlexNet",
-    "BatchNorm",
-    "ConvPool",
     "Dropout",
     "LayerSpec",
     "LayerSummary",
@@ -40,9 +40,7 @@ __all__ = [
     "get_activation",
     "get_model",
     "list_models",
-    "max_pool_2d",
     "output_size",
-    "pool_2d",
     "receptive_field",
     "register_model",
     "summary",

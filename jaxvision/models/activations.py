@@ -28,21 +28,6 @@ ACTIVATIONS: dict[str, Activation] = {
 }
 
 
-# Activations that never decrease: a max over a window commutes with them (models/conv_pool.py).
-# Not gelu (it dips below zero near -0.75), not softmax (not elementwise).
-NON_DECREASING_ACTIVATIONS = frozenset({"sigmoid", "tanh", "relu", "leaky_relu", "elu", "identity", "step"})
-
-
-def is_non_decreasing(activation: str | Activation) -> bool:
-    """Whether ``activation`` (a name, or one of ``ACTIVATIONS``' functions) never decreases.
-
-    Other callables return False: nothing is known about them.
-    """
-    if callable(activation):
-        return any(activation is ACTIVATIONS[name] for name in NON_DECREASING_ACTIVATIONS)
-    return activation in NON_DECREASING_ACTIVATIONS
-
-
 def get_activation(name: str | Activation) -> Activation:
     """Returns the activation called ``name``; a callable is returned unchanged.
 

@@ -17,7 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxvision.models.layers import Dropout, pool_2d
+from jaxvision.models.layers import Dropout, ModuleDef, PoolFn
 
 
 class LocalResponseNorm(nn.Module):
@@ -100,6 +100,7 @@ class AlexNet(nn.Module):
       dropout_rate: dropout before each hidden dense layer, in [0, 1).
       dtype: compute dtype (e.g. jnp.bfloat16); None follows the inputs and parameters.
       param_dtype: parameter dtype.
+      conv, max_pool: the layers (flax's; ``jaxvision.backends`` may pass its own).
     """
 
     num_classes: int = 1000
@@ -111,6 +112,8 @@ class AlexNet(nn.Module):
     dropout_rate: float = 0.5
     dtype: jnp.dtype | None = None
     param_dtype: jnp.dtype = jnp.float32
+    conv: ModuleDef = nn.Conv
+    max_pool: PoolFn = nn.max_pool
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
@@ -121,24 +124,24 @@ class AlexNet(nn.Module):
 
         def pool(y: jax.Array) -> jax.Array:
             if self.small_input:
-                return pool_2d(y, 2)
-            return nn.max_pool(y, (3, 3), strides=(2, 2))  # Overlapping windows, as in the paper.
+                return self.max_pool(y, (2, 2), strides=(2, 2))
+            return self.max_pool(y, (3, 3), strides=(2, 2))  # Overlapping windows, as in the paper.
 
         if self.small_input:
-            x = nn.Conv(self.widths[0], (3, 3), padding=1, name="conv1", **kw)(x)
+            x = self.conv(self.widths[0], (3, 3), padding=1, name="conv1", **kw)(x)
         else:
-            x = nn.Conv(self.widths[0], (11, 11), strides=(4, 4), padding=2, name="conv1", **kw)(x)
+            x = self.conv(self.widths[0], (11, 11), strides=(4, 4), padding=2, name="conv1", **kw)(x)
         x = nn.relu(x)
         if self.local_response_norm:
             x = LocalResponseNorm(name="lrn1")(x)
         x = pool(x)
-        x = nn.relu(nn.Conv(self.widths[1], (5, 5), padding=2, feature_group_count=self.groups, name="conv2", **kw)(x))
+        x = nn.relu(self.conv(self.widths[1], (5, 5), padding=2, feature_group_count=self.groups, name="conv2", **kw)(x))
         if self.local_response_norm:
             x = LocalResponseNorm(name="lrn2")(x)
         x = pool(x)
-        x = nn.relu(nn.Conv(self.widths[2], (3, 3), padding=1, name="conv3", **kw)(x))
-        x = nn.relu(nn.Conv(self.widths[3], (3, 3), padding=1, feature_group_count=self.groups, name="conv4", **kw)(x))
-        x = nn.relu(nn.Conv(self.widths[4], (3, 3), padding=1, feature_group_count=self.groups, name="conv5", **kw)(x))
+        x = nn.relu(self.conv(self.widths[2], (3, 3), padding=1, name="conv3", **kw)(x))
+        x = nn.relu(self.conv(self.widths[3], (3, 3), padding=1, feature_group_count=self.groups, name="conv4", **kw)(x))
+        x = nn.relu(self.conv(self.widths[4], (3, 3), padding=1, feature_group_count=self.groups, name="conv5", **kw)(x))
         x = pool(x)
         if not self.small_input:
             x = adaptive_avg_pool(x, (6, 6))

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import functools
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from jaxvision.models.activations import get_activation
-from jaxvision.models.conv_pool import ConvPool
-from jaxvision.models.layers import Dropout
+from jaxvision.models.layers import Dropout, ModuleDef, PoolFn
 
 
 class LeNet5(nn.Module):
@@ -24,7 +21,8 @@ class LeNet5(nn.Module):
       num_classes: logits out.
       activation: name in ``jaxvision.models.ACTIVATIONS``.
       pooling: "max" or "avg".
-      dropout_rate: dropout before each of the two hidden dense layers' outputs, in [0, 1).
+      dropout_rate: dropout after each of the two hidden dense layers' activations, in [0, 1).
+      conv, max_pool, avg_pool: the layers (flax's; ``jaxvision.backends`` may pass its own).
     """
 
     num_classes: int = 10
@@ -33,18 +31,20 @@ class LeNet5(nn.Module):
     dropout_rate: float = 0.0
     dtype: jnp.dtype | None = None
     param_dtype: jnp.dtype = jnp.float32
+    conv: ModuleDef = nn.Conv
+    max_pool: PoolFn = nn.max_pool
+    avg_pool: PoolFn = nn.avg_pool
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
         """Maps ``[batch, 28, 28, channels]`` to logits ``[batch, num_classes]``."""
+        if self.pooling not in ("max", "avg"):
+            raise ValueError(f"Unknown pooling {self.pooling!r}: expected 'max' or 'avg'.")
         activation = get_activation(self.activation)
+        pool = self.max_pool if self.pooling == "max" else self.avg_pool
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        # conv + activation + pool as ConvPools (max pooling before the bias and activation where that
-        # is the same function), named as the nn.Convs they replaced. Both convolutions have few input
-        # channels (1-3, then 6): models/conv.py's faster CPU path.
-        conv_pool = functools.partial(ConvPool, activation=self.activation, pooling=self.pooling, **kw)
-        x = conv_pool(6, (5, 5), padding=2, name="Conv_0")(x)
-        x = conv_pool(16, (5, 5), padding="VALID", name="Conv_1")(x)
+        x = pool(activation(self.conv(6, (5, 5), padding=2, name="Conv_0", **kw)(x)), (2, 2), strides=(2, 2))
+        x = pool(activation(self.conv(16, (5, 5), padding="VALID", name="Conv_1", **kw)(x)), (2, 2), strides=(2, 2))
         x = x.reshape(x.shape[0], -1)
         for width in (120, 84):
             x = activation(nn.Dense(width, **kw)(x))

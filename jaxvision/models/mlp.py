@@ -8,7 +8,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxvision.models.activations import get_activation
+from jaxvision.models.activations import Maxout, get_activation
 from jaxvision.models.layers import Dropout
 
 
@@ -20,7 +20,8 @@ class MLP(nn.Module):
     Attributes:
       num_classes: width of the output layer (logits).
       hidden_sizes: widths of the hidden layers, input side first.
-      activation: name in ``jaxvision.models.ACTIVATIONS``.
+      activation: name in ``jaxvision.models.ACTIVATIONS``, or "maxout": each hidden layer is then a
+        ``Maxout`` of 2 linear pieces per unit (twice the weights) instead of Dense + activation.
       dropout_rate: dropout after each hidden activation, in [0, 1).
     """
 
@@ -34,9 +35,14 @@ class MLP(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
         """Maps ``[batch, ...]`` to logits ``[batch, num_classes]``."""
-        activation = get_activation(self.activation)
+        # Maxout is a layer with its own weights, not a function applied after a Dense.
+        maxout = self.activation == "maxout"
+        activation = None if maxout else get_activation(self.activation)
         x = x.reshape(x.shape[0], -1)
         for width in self.hidden_sizes:
-            x = activation(nn.Dense(width, dtype=self.dtype, param_dtype=self.param_dtype)(x))
+            if maxout:
+                x = Maxout(width, dtype=self.dtype, param_dtype=self.param_dtype)(x)
+            else:
+                x = activation(nn.Dense(width, dtype=self.dtype, param_dtype=self.param_dtype)(x))
             x = Dropout(self.dropout_rate)(x, train=train)
         return nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype)(x)

@@ -9,8 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxvision.models.activations import get_activation
-from jaxvision.models.conv_pool import ConvPool
-from jaxvision.models.layers import Dropout
+from jaxvision.models.layers import Dropout, ModuleDef, PoolFn
 
 
 class MnistCNN(nn.Module):
@@ -18,8 +17,7 @@ class MnistCNN(nn.Module):
 
     On 28x28x1 the maps are 28x28x24 -> 14x14x24 -> 14x14x32 -> 7x7x32, and the network has 411,802
     parameters, almost all of them in the hidden dense layer. It costs ~4.5 MFLOPs per image forward
-    (SimpleCNN: ~24) and is the network of the time-to-99% benchmark: one epoch of Adam with a
-    one-cycle schedule (peak lr 5e-3, batch 48) takes it to 99.04-99.05% MNIST test accuracy (seeds 0-2).
+    (SimpleCNN: ~24) and is the network of the time-to-99% benchmark (benchmarks/README.md).
 
     Attributes:
       num_classes: logits out.
@@ -28,6 +26,7 @@ class MnistCNN(nn.Module):
       hidden_size: width of the hidden dense layer.
       activation: name in ``jaxvision.models.ACTIVATIONS``.
       dropout_rate: dropout on the hidden dense layer's output, in [0, 1).
+      conv, max_pool: the layers (flax's; ``jaxvision.backends`` may pass its own).
     """
 
     num_classes: int = 10
@@ -38,6 +37,8 @@ class MnistCNN(nn.Module):
     dropout_rate: float = 0.0
     dtype: jnp.dtype | None = None
     param_dtype: jnp.dtype = jnp.float32
+    conv: ModuleDef = nn.Conv
+    max_pool: PoolFn = nn.max_pool
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
@@ -45,12 +46,8 @@ class MnistCNN(nn.Module):
         activation = get_activation(self.activation)
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         for index, (features, size) in enumerate(zip(self.features, self.kernel_sizes, strict=True)):
-            # conv + activation + max pool as one ConvPool (pooling before the bias and activation),
-            # named as the nn.Conv it replaced; the first layer's few input channels take
-            # models/conv.py's faster CPU path.
-            x = ConvPool(
-                features, (size, size), activation=self.activation, padding="SAME", name=f"Conv_{index}", **kw
-            )(x)
+            x = activation(self.conv(features, (size, size), padding="SAME", name=f"Conv_{index}", **kw)(x))
+            x = self.max_pool(x, (2, 2), strides=(2, 2))
         x = activation(nn.Dense(self.hidden_size, **kw)(x.reshape(x.shape[0], -1)))
         x = Dropout(self.dropout_rate)(x, train=train)
         return nn.Dense(self.num_classes, **kw)(x)

@@ -9,6 +9,7 @@ from typing import Any
 
 import flax.linen as nn
 
+from jaxvision import backends
 from jaxvision._suggest import unknown_name_error
 from jaxvision.models import resnet
 from jaxvision.models.alexnet import AlexNet
@@ -82,19 +83,25 @@ def default_num_classes(name: str) -> int:
     return next(f.default for f in dataclasses.fields(model_class) if f.name == "num_classes")
 
 
-def get_model(name: str, num_classes: int = 10, **overrides: Any) -> nn.Module:
+def get_model(name: str, num_classes: int = 10, *, kernels: str = "auto", **overrides: Any) -> nn.Module:
     """Builds the registered model ``name``.
 
     Args:
       name: a name from ``list_models()``, e.g. "lenet5".
-      num_classes: number of output logits.
+      num_classes: number of output logits, at least 1.
+      kernels: which layers fill the model's conv/norm/pool fields (``jaxvision.backends``):
+        "reference" (flax's), "cpu" (XLA:CPU kernels with the same parameters and results up to
+        float rounding) or "auto" ("cpu" on the CPU backend, else "reference").
       **overrides: any other field of the model, e.g. ``dropout_rate=0.5`` or ``activation="tanh"``.
 
     Raises:
-      ValueError: for an unknown name or an override the model does not have.
+      ValueError: for an unknown name or kernels, a bad num_classes, or an override the model does not have.
     """
     if name not in _MODELS:
         raise unknown_name_error("model", name, _MODELS)
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"Invalid num_classes={num_classes!r}: expected a positive integer, e.g. 10.")
+    layer_fields = backends.layers(kernels)
     constructor = _MODELS[name]
     model_class = getattr(constructor, "func", constructor)  # functools.partial variants
     fields = {f.name for f in dataclasses.fields(model_class)} - {"parent", "name"}
@@ -104,4 +111,5 @@ def get_model(name: str, num_classes: int = 10, **overrides: Any) -> nn.Module:
             f"Model {name!r} has no field(s) {', '.join(unknown)}. "
             f"Its fields: {', '.join(sorted(fields))}."
         )
-    return constructor(num_classes=num_classes, **overrides)
+    injected = {field: layer for field, layer in layer_fields.items() if field in fields and field not in overrides}
+    return constructor(num_classes=num_classes, **injected, **overrides)

@@ -8,15 +8,13 @@ and the paper's zero-padding shortcuts: 269,722 (0.27M in the paper's Table 6).
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxvision.models.batch_norm import BatchNorm
-from jaxvision.models.conv import Conv
-from jaxvision.models.layers import materialize
+from jaxvision.models.layers import ModuleDef, PoolFn
 
 _BLOCKS = ("basic", "bottleneck")
 _SHORTCUTS = ("projection", "zero_pad")
@@ -39,28 +37,29 @@ class _ResidualBlock(nn.Module):
     zero_init_residual: bool = False
     dtype: jnp.dtype | None = None
     param_dtype: jnp.dtype = jnp.float32
+    conv: ModuleDef = nn.Conv
+    norm: ModuleDef = nn.BatchNorm
+    act: Callable[[jax.Array], jax.Array] = nn.relu
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-        conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype)
+        conv = functools.partial(self.conv, use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype)
         norm = functools.partial(
-            BatchNorm, use_running_average=not train, momentum=0.9, epsilon=1e-5,
+            self.norm, use_running_average=not train, momentum=0.9, epsilon=1e-5,
             dtype=self.dtype, param_dtype=self.param_dtype,
         )
         # Zero scale on the last BN makes each block start as the identity (Goyal et al., 2017).
         last_norm_init = nn.initializers.zeros if self.zero_init_residual else nn.initializers.ones
-        # In training, XLA:CPU would otherwise recompute these activations inside the backward pass's
-        # layout transposes (layers.materialize); inference has no such consumers.
-        stored = materialize if train else (lambda y: y)
+        act = self.act
         stride = (self.strides, self.strides)
         if self.block == "basic":
             out_features = self.features
-            y = stored(nn.relu(norm(name="bn1")(conv(self.features, (3, 3), stride, padding=1, name="conv1")(x))))
+            y = act(norm(name="bn1")(conv(self.features, (3, 3), stride, padding=1, name="conv1")(x)))
             y = norm(name="bn2", scale_init=last_norm_init)(conv(self.features, (3, 3), padding=1, name="conv2")(y))
         else:
             out_features = 4 * self.features
-            y = stored(nn.relu(norm(name="bn1")(conv(self.features, (1, 1), name="conv1")(x))))
-            y = stored(nn.relu(norm(name="bn2")(conv(self.features, (3, 3), stride, padding=1, name="conv2")(y))))
+            y = act(norm(name="bn1")(conv(self.features, (1, 1), name="conv1")(x)))
+            y = act(norm(name="bn2")(conv(self.features, (3, 3), stride, padding=1, name="conv2")(y)))
             y = norm(name="bn3", scale_init=last_norm_init)(conv(out_features, (1, 1), name="conv3")(y))
 
         residual = x
@@ -72,7 +71,7 @@ class _ResidualBlock(nn.Module):
                 residual = x[:, :: self.strides, :: self.strides, :]
                 extra = out_features - x.shape[-1]
                 residual = jnp.pad(residual, ((0, 0), (0, 0), (0, 0), (0, extra))).astype(y.dtype)
-        return stored(nn.relu(y + residual))
+        return act(y + residual)
 
 
 class ResNet(nn.Module):
@@ -93,6 +92,8 @@ class ResNet(nn.Module):
       zero_init_residual: start each block's last BN scale at 0, so blocks start as the identity.
       dtype: compute dtype (e.g. jnp.bfloat16); None follows the inputs and parameters.
       param_dtype: parameter dtype.
+      conv, norm, max_pool, act: the layers and activation (flax's ``nn.Conv``, ``nn.BatchNorm``,
+        ``nn.max_pool``, ``nn.relu``; ``jaxvision.backends`` may pass its own).
     """
 
     num_classes: int = 1000
@@ -104,6 +105,10 @@ class ResNet(nn.Module):
     zero_init_residual: bool = False
     dtype: jnp.dtype | None = None
     param_dtype: jnp.dtype = jnp.float32
+    conv: ModuleDef = nn.Conv
+    norm: ModuleDef = nn.BatchNorm
+    max_pool: PoolFn = nn.max_pool
+    act: Callable[[jax.Array], jax.Array] = nn.relu
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
@@ -119,14 +124,14 @@ class ResNet(nn.Module):
             )
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         if self.small_input:
-            x = Conv(self.widths[0], (3, 3), padding=1, use_bias=False, name="stem_conv", **kw)(x)
+            x = self.conv(self.widths[0], (3, 3), padding=1, use_bias=False, name="stem_conv", **kw)(x)
         else:
-            x = nn.Conv(self.widths[0], (7, 7), strides=(2, 2), padding=3, use_bias=False, name="stem_conv", **kw)(x)
-        x = BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name="stem_bn", **kw)(x)
-        x = materialize(nn.relu(x)) if train else nn.relu(x)
+            x = self.conv(self.widths[0], (7, 7), strides=(2, 2), padding=3, use_bias=False, name="stem_conv", **kw)(x)
+        x = self.norm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name="stem_bn", **kw)(x)
+        x = self.act(x)
         if not self.small_input:
             # Flax pads max pooling with -inf, as PyTorch does, so the padding never wins the max.
-            x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+            x = self.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
         for stage, (num_blocks, width) in enumerate(zip(self.stage_sizes, self.widths)):
             for index in range(num_blocks):
                 x = _ResidualBlock(
@@ -135,6 +140,9 @@ class ResNet(nn.Module):
                     strides=2 if stage > 0 and index == 0 else 1,
                     shortcut=self.shortcut,
                     zero_init_residual=self.zero_init_residual,
+                    conv=self.conv,
+                    norm=self.norm,
+                    act=self.act,
                     name=f"stage{stage + 1}_block{index + 1}",
                     **kw,
                 )(x, train=train)

@@ -7,8 +7,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxvision.models.activations import get_activation
-from jaxvision.models.conv import Conv
-from jaxvision.models.layers import Dropout, pool_2d
+from jaxvision.models.layers import Dropout, ModuleDef, PoolFn
 
 
 class SimpleCNN(nn.Module):
@@ -21,6 +20,8 @@ class SimpleCNN(nn.Module):
       activation: name in ``jaxvision.models.ACTIVATIONS``.
       conv_dropout_rate: dropout after pooling (0.25 in the PyTorch example).
       dropout_rate: dropout after the hidden dense layer (0.5 in the PyTorch example).
+      hidden_size: width of the hidden dense layer.
+      conv, max_pool: the layers (flax's; ``jaxvision.backends`` may pass its own).
     """
 
     num_classes: int = 10
@@ -30,15 +31,17 @@ class SimpleCNN(nn.Module):
     hidden_size: int = 128
     dtype: jnp.dtype | None = None
     param_dtype: jnp.dtype = jnp.float32
+    conv: ModuleDef = nn.Conv
+    max_pool: PoolFn = nn.max_pool
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
         """Maps ``[batch, height, width, channels]`` to logits ``[batch, num_classes]``."""
         activation = get_activation(self.activation)
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        x = activation(Conv(32, (3, 3), padding="VALID", **kw)(x))
-        x = activation(nn.Conv(64, (3, 3), padding="VALID", **kw)(x))
-        x = pool_2d(x, 2, kind="max")
+        x = activation(self.conv(32, (3, 3), padding="VALID", name="Conv_0", **kw)(x))
+        x = activation(self.conv(64, (3, 3), padding="VALID", name="Conv_1", **kw)(x))
+        x = self.max_pool(x, (2, 2), strides=(2, 2))
         x = Dropout(self.conv_dropout_rate)(x, train=train)
         x = x.reshape(x.shape[0], -1)
         x = activation(nn.Dense(self.hidden_size, **kw)(x))

@@ -5,7 +5,7 @@ so VGG-16 at 224x224 costs milliseconds) while ``nn.intercept_methods`` records 
 module call. FLOPs are counted by arithmetic for convolutions and dense layers only, 2 per
 multiply-accumulate (the convention of the VGG/ResNet papers' "FLOPs" times two):
 
-  conv:  2 * H_out * W_out * C_out * kh * kw * C_in / groups   per example (a ConvPool: H_out, W_out before its pool)
+  conv:  2 * H_out * W_out * C_out * kh * kw * C_in / groups   per example
   dense: 2 * in_features * out_features                        per example (and per extra position)
 
 Batch norm, activations, pooling and additions are left out; they are a few percent of the total
@@ -23,7 +23,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxvision.models.conv_pool import ConvPool
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,9 +99,6 @@ def _layer_flops(module: nn.Module, inputs: Any, output: Any) -> int:
         positions = math.prod(output.shape[1:-1])
         in_features = inputs.shape[-1] // module.feature_group_count
         return 2 * positions * module.features * math.prod(kernel_size) * in_features
-    if isinstance(module, ConvPool) and hasattr(inputs, "shape"):  # the convolution's FLOPs, before its pooling
-        positions = math.prod(module.conv_output_size(*inputs.shape[1:3]))
-        return 2 * positions * module.features * math.prod(module.kernel_size) * inputs.shape[-1]
     if isinstance(module, nn.Dense) and hasattr(inputs, "shape"):
         return 2 * math.prod(output.shape[1:-1]) * inputs.shape[-1] * module.features
     return 0
