@@ -47,23 +47,24 @@ def test_auto_takes_the_cpu_kernels_on_cpu_and_names_are_checked():
 @pytest.mark.cpu_kernels
 @pytest.mark.parametrize("name", sorted(ZOO_CNNS))
 def test_cpu_kernels_compute_the_reference_values_and_gradients(name):
-    reference, cpu = (models.get_model(name, kernels=k) for k in ("reference", "cpu"))
-    x, variables = _variables(reference, ZOO_CNNS[name], batch=8)
+    # In float64, so that the comparison is of the arithmetic, not of float32 rounding (which
+    # train-mode batch norm on a small batch amplifies through a deep network).
+    with jax.enable_x64(True):
+        reference, cpu = (models.get_model(name, kernels=k, dtype=jnp.float64, param_dtype=jnp.float64)
+                          for k in ("reference", "cpu"))
+        x = jax.random.normal(jax.random.key(0), (4, *ZOO_CNNS[name]), jnp.float64)
+        variables = reference.init({"params": jax.random.key(1), "dropout": jax.random.key(2)}, x, train=False)
 
-    def loss(model):
-        def f(params):
-            logits, _ = model.apply({**variables, "params": params}, x, train=True, mutable=["batch_stats"],
-                                    rngs={"dropout": jax.random.key(3)})
-            return jnp.sum(jnp.sin(logits))
-        return jax.jit(jax.value_and_grad(f))(variables["params"])
+        def loss(model):
+            def f(params):
+                logits, _ = model.apply({**variables, "params": params}, x, train=True, mutable=["batch_stats"],
+                                        rngs={"dropout": jax.random.key(3)})
+                return jnp.sum(jnp.sin(logits))
+            return jax.jit(jax.value_and_grad(f))(variables["params"])
 
-    # Train-mode batch norm on a batch of 3 amplifies float32 rounding through a deep network (the
-    # CPU BatchNorm equals flax's to 1e-12 in float64: test_backends_cpu_batch_norm.py), so each
-    # leaf is compared relative to its own scale.
-    tolerance = 5e-2 if variables.get("batch_stats") else 1e-3
-    ours, theirs = loss(cpu), loss(reference)
-    for got, want in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs)):
-        assert float(jnp.max(jnp.abs(got - want))) <= tolerance * float(jnp.max(jnp.abs(want))) + 1e-6
+        ours, theirs = loss(cpu), loss(reference)
+        assert jax.tree.leaves(ours)[0].dtype == jnp.float64
+        chex.assert_trees_all_close(ours, theirs, rtol=1e-7, atol=1e-9)
 
 
 @pytest.mark.parametrize("name", sorted(ZOO_CNNS))

@@ -22,7 +22,7 @@ def test_cpu_layers_without_batch_norm_take_the_legacy_emitters_and_everything_e
     assert step_compiler_options(_state("lenet5", (28, 28, 1))) == LEGACY_CPU_EMITTERS
     assert step_compiler_options(_state("resnet20", (32, 32, 3))) == {}
     assert step_compiler_options(_state("lenet5", (28, 28, 1), kernels="reference")) == {}
-    assert step_compiler_options(_state("mlp", (8, 8, 1))) == {}  # nothing to inject: XLA's defaults
+    assert step_compiler_options(_state("mlp", (8, 8, 1))) == LEGACY_CPU_EMITTERS  # nothing to inject: the platform's
     assert initialization_compiler_options(get_model("lenet5")) == {**compile_module.INIT_COMPILER_OPTIONS, **LEGACY_CPU_EMITTERS}
     assert initialization_compiler_options(get_model("lenet5", kernels="reference")) == compile_module.INIT_COMPILER_OPTIONS
 

@@ -133,3 +133,24 @@ def test_models_are_textbook_flax_by_default():
     model = models.LeNet5()
     assert (model.conv, model.max_pool, model.avg_pool) == (nn.Conv, nn.max_pool, nn.avg_pool)
     assert models.ResNet().norm is nn.BatchNorm and models.ResNet().act is nn.relu
+
+
+def test_pytorch_default_init_draws_uniform_within_one_over_root_fan_in():
+    from jaxvision.models.initializers import pytorch_default_init
+
+    model = models.get_model("mnist_cnn", kernels="reference")
+    params = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))["params"]
+    redrawn = pytorch_default_init(params, jax.random.key(1))
+    assert jax.tree.structure(redrawn) == jax.tree.structure(params)
+    # PyTorch's nn.Linear / nn.Conv2d: kaiming_uniform_(a=sqrt(5)) = U(+-1/sqrt(fan_in)), bias the same.
+    for layer, fan_in in (("Conv_0", 5 * 5 * 1), ("Conv_1", 3 * 3 * 24), ("Dense_0", 7 * 7 * 32)):
+        bound = 1 / np.sqrt(fan_in)
+        kernel, bias = np.asarray(redrawn[layer]["kernel"]), np.asarray(redrawn[layer]["bias"])
+        assert np.abs(kernel).max() <= bound and np.abs(bias).max() <= bound
+        assert abs(kernel.var() - bound**2 / 3) < 0.15 * bound**2 / 3  # a uniform's variance
+        assert np.abs(bias).max() > 0.5 * bound  # not the zeros flax starts from
+    torch = pytest.importorskip("torch")
+    bound = 1 / np.sqrt(7 * 7 * 32)
+    linear = torch.nn.Linear(7 * 7 * 32, 256)  # the oracle: PyTorch's own draw has the same range and spread
+    assert 0.99 * bound < float(linear.weight.abs().max()) <= bound
+    assert abs(float(linear.weight.var()) - float(np.asarray(redrawn["Dense_0"]["kernel"]).var())) < 0.05 * bound**2 / 3

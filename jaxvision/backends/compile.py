@@ -3,9 +3,10 @@
 On XLA:CPU, the pooling networks' steps are faster with XLA's legacy loop emitters
 (``xla_cpu_use_fusion_emitters=False``: several times faster on max pooling's window reductions)
 and the ResNets' with XLA's defaults (faster on their many kernel-gradient layout transposes); see
-``jaxvision/backends/cpu/README.md``. So a network built with the CPU layers (``kernels="cpu"``, the
-default on CPU) and without batch norm compiles with the legacy emitters; everything else (the
-reference layers, any GPU or TPU, the MLPs) with XLA's defaults. The state's ``batch_stats`` is the
+``jaxvision/backends/cpu/README.md``. So on CPU a network built with the CPU layers (``kernels="cpu"``,
+the default there; or a network with no layers to inject, such as the MLPs) and without batch norm
+compiles with the legacy emitters; everything else (the reference layers, batch norm, any GPU or TPU)
+with XLA's defaults; ``compiler_options={}`` asks for XLA's defaults explicitly. The state's ``batch_stats`` is the
 proxy for "pools often, few kernel gradients".
 
 ``compile_step`` is the only jit of a network's step programs: ``train_step`` users, ``fit``,
@@ -32,7 +33,9 @@ INIT_COMPILER_OPTIONS: dict[str, Any] = {"xla_backend_optimization_level": 0}
 
 
 def _uses_cpu_layers(model: nn.Module | None) -> bool:
-    return model is not None and jax.default_backend() == "cpu" and kernels_of(model) == "cpu"
+    # A network with nothing to inject (the MLPs) runs the same layers either way: on CPU it takes
+    # the CPU options unless it was built with the reference layers.
+    return model is not None and jax.default_backend() == "cpu" and kernels_of(model) in ("cpu", None)
 
 
 def model_of(state: Any) -> nn.Module | None:
