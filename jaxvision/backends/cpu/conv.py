@@ -49,7 +49,7 @@ def is_plain_nhwc_conv(lhs: jax.Array, rhs: jax.Array, dimension_numbers: Any, *
 
 def explicit_padding(padding: str | Sequence[tuple[int, int]], in_size: Sequence[int], kernel_size: Sequence[int],
                      strides: Sequence[int], dilation: Sequence[int]) -> tuple[tuple[int, int], ...]:
-    """``((top, bottom), (left, right))`` for "SAME"/"VALID" or explicit pairs; hashable, for custom_vjp."""
+    """``((top, bottom), (left, right))`` for "SAME"/"VALID" or explicit pairs; hashable, for the custom_jvp's static arguments."""
     if isinstance(padding, str):
         window = [(k - 1) * d + 1 for k, d in zip(kernel_size, dilation)]
         padding = lax.padtype_to_pads(in_size, window, strides, padding)
