@@ -146,14 +146,15 @@ def _git_commit() -> str:
     it as ``BENCHMARK_COMMIT=<commit>`` so that the record still says what was measured.
     """
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    fallback = os.environ.get("BENCHMARK_COMMIT") or "unknown"
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True)
-        if out.returncode == 0 and out.stdout.strip():
-            dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True).stdout
-            return out.stdout.strip() + ("-dirty" if dirty.strip() else "")
-    except OSError:  # no git
-        pass
-    return os.environ.get("BENCHMARK_COMMIT") or "unknown"
+        if out.returncode != 0 or not out.stdout.strip():
+            return fallback
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True).stdout
+    except OSError:  # no git executable
+        return fallback
+    return out.stdout.strip() + ("-dirty" if dirty.strip() else "")
 
 
 def machine_info() -> dict[str, Any]:

@@ -98,19 +98,20 @@ def _square_window(x: jax.Array, window_shape: Sequence[int], strides: Sequence[
     return window_shape[0]
 
 
-def max_pool(inputs: jax.Array, window_shape: Sequence[int], strides: Sequence[int] | None = None,
+def _pool_with(fast, reference, name: str):
+    """A pool with ``reference``'s signature and result that takes ``fast(x, window)`` for non-overlapping windows."""
+
+    def pool(inputs: jax.Array, window_shape: Sequence[int], strides: Sequence[int] | None = None,
              padding: Any = "VALID") -> jax.Array:
-    """``nn.max_pool`` with the same arguments and result; non-overlapping 2-D windows take ``max_pool_2d``."""
-    window = _square_window(inputs, window_shape, strides, padding)
-    if window is None:
-        return nn.max_pool(inputs, tuple(window_shape), strides=strides, padding=padding)
-    return max_pool_2d(inputs, window)
+        window = _square_window(inputs, window_shape, strides, padding)
+        if window is None:
+            return reference(inputs, tuple(window_shape), strides=strides, padding=padding)
+        return fast(inputs, window)
+
+    pool.__name__ = pool.__qualname__ = name
+    pool.__doc__ = f"``nn.{name}`` with the same arguments and result; non-overlapping 2-D windows take ``{fast.__name__}``."
+    return pool
 
 
-def avg_pool(inputs: jax.Array, window_shape: Sequence[int], strides: Sequence[int] | None = None,
-             padding: Any = "VALID") -> jax.Array:
-    """``nn.avg_pool`` with the same arguments and result; non-overlapping 2-D windows are a reshaped mean."""
-    window = _square_window(inputs, window_shape, strides, padding)
-    if window is None:
-        return nn.avg_pool(inputs, tuple(window_shape), strides=strides, padding=padding)
-    return avg_pool_2d(inputs, window)
+max_pool = _pool_with(max_pool_2d, nn.max_pool, "max_pool")
+avg_pool = _pool_with(avg_pool_2d, nn.avg_pool, "avg_pool")
