@@ -18,9 +18,9 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from jaxvision.batch import Batch, Metrics
+from jaxvision.batch import Batch, BatchAugment, Metrics
 from jaxvision.losses import Loss
-from jaxvision.train import BatchAugment, EvalStep, TrainState, eval_step, make_eval_step, make_train_step
+from jaxvision.train import EvalStep, TrainState, eval_step, make_eval_step, make_train_step
 
 # Live loss/accuracy on the progress bar costs a host sync; do it every this many steps.
 PROGRESS_EVERY = 10
