@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any, Protocol
 
 import jax
@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from jaxvision.backends.compile import compile_step
 from jaxvision.batch import Batch, BatchAugment, Metrics
-from jaxvision.fit import check_epochs_and_patience, run_epochs
+from jaxvision.fit import Durability, TrainingDiverged, check_epochs_and_patience, durable_run, run_epochs
 from jaxvision.losses import Loss, get_loss, hard_labels, predicted_classes
 from jaxvision.population import (
     STRATEGIES,
@@ -68,6 +68,8 @@ class PopulationResult:
       best_member: index of the member with the lowest validation loss.
       strategy: "vmap" or "loop", the one that ran.
       train_seconds: wall time of the training epochs, compilation included.
+      diverged_step: [N] the step at which each member's loss or gradient went non-finite (it was
+        frozen there, and is in neither ``best_member`` nor the ensemble), or -1.
     """
 
     population: Population
@@ -79,14 +81,17 @@ class PopulationResult:
     best_member: int
     strategy: str
     train_seconds: float
+    diverged_step: np.ndarray | None = None
 
     def table(self) -> list[dict[str, Any]]:
         """One row per member: its config, epochs, validation and test results."""
         rows = []
         for i, member in enumerate(self.population.members):
             row: dict[str, Any] = {"member": i, **member.describe()}
-            row["best_epoch"] = int(self.best_epoch[i]) + 1
+            row["best_epoch"] = int(self.best_epoch[i]) + 1 if self.best_epoch[i] >= 0 else None
             row["stopped_early"] = bool(self.stopped_epoch[i] >= 0)
+            diverged = self.diverged_step is not None and self.diverged_step[i] >= 0
+            row["diverged_at_step"] = int(self.diverged_step[i]) if diverged else None
             row["val_loss"] = float(self.validation["loss"][i])
             row["val_accuracy"] = float(self.validation["accuracy"][i])
             if self.test is not None:
@@ -109,8 +114,10 @@ def _members_eval_sums(state: TrainState, batch: Batch, *, loss: Loss) -> tuple[
 
 
 @jax.jit
-def _combine_eval(loss_sum: jax.Array, correct: jax.Array, probabilities: jax.Array, batch: Batch) -> dict[str, jax.Array]:
-    mean_probabilities = jnp.mean(probabilities, axis=0)
+def _combine_eval(loss_sum: jax.Array, correct: jax.Array, probabilities: jax.Array, batch: Batch,
+                  include: jax.Array) -> dict[str, jax.Array]:
+    weights = include.astype(probabilities.dtype).reshape((-1,) + (1,) * (probabilities.ndim - 1))
+    mean_probabilities = jnp.sum(probabilities * weights, axis=0) / jnp.sum(include)
     labels = batch.labels
     targets = labels if labels.ndim == 2 else jax.nn.one_hot(labels, mean_probabilities.shape[-1])
     ensemble_losses = -jnp.sum(targets * jnp.log(jnp.maximum(mean_probabilities, 1e-30)), axis=-1)
@@ -124,21 +131,35 @@ def _combine_eval(loss_sum: jax.Array, correct: jax.Array, probabilities: jax.Ar
     }
 
 
-def population_eval_step(population: Population, batch: Batch, *, loss: str | Loss = "cross_entropy") -> dict[str, jax.Array]:
+def population_eval_step(population: Population, batch: Batch, *, loss: str | Loss = "cross_entropy",
+                         include: np.ndarray | None = None) -> dict[str, jax.Array]:
     """Sums over the real examples of a batch, per member and for the ensemble (all members vmapped).
 
     The ensemble predicts the mean of its members' softmax probabilities; its loss is the negative log
     of that mean at the true class (integer labels) or the cross-entropy to soft labels.
 
+    ``include`` ([N] bools, default all) picks the ensemble's members.
+
     Returns:
       {"loss_sum": [N], "correct": [N], "ensemble_loss_sum", "ensemble_correct", "count"}.
     """
     members_eval = compile_step(_members_eval_sums, population.state, static_argnames="loss")
-    return _combine_eval(*members_eval(population.state, batch, loss=get_loss(loss)), batch)
+    return _combine_eval(*members_eval(population.state, batch, loss=get_loss(loss)), batch,
+                         _include(include, population.size))
+
+
+def _include(include: np.ndarray | None, size: int) -> jax.Array:
+    if include is None:
+        return jnp.ones(size, bool)
+    include = np.asarray(include, bool)
+    if include.shape != (size,) or not include.any():
+        raise ValueError(f"Invalid include of shape {include.shape} with {int(include.sum())} members: expected {size} "
+                         "booleans, at least one True.")
+    return jnp.asarray(include)
 
 
 def evaluate_population(population: Population, batches: Iterable[Batch], *, strategy: str = "vmap",
-                        loss: str | Loss = "cross_entropy") -> dict[str, Any]:
+                        loss: str | Loss = "cross_entropy", include: np.ndarray | None = None) -> dict[str, Any]:
     """Mean loss and accuracy of every member and of the ensemble over every real example of ``batches``.
 
     Args:
@@ -146,6 +167,7 @@ def evaluate_population(population: Population, batches: Iterable[Batch], *, str
       batches: e.g. ``data.eval_batches("test")``.
       strategy: "vmap" evaluates all members as one program, "loop" one member at a time.
       loss: the members' loss (a name in ``jaxvision.losses.LOSSES`` or a function).
+      include: [N] bools, the ensemble's members (default: all).
 
     Returns:
       {"loss": [N], "accuracy": [N], "ensemble_loss", "ensemble_accuracy", "count"} (NumPy / floats).
@@ -158,10 +180,10 @@ def evaluate_population(population: Population, batches: Iterable[Batch], *, str
     sums = None
     for batch in batches:
         if states is None:
-            metrics = population_eval_step(population, batch, loss=loss)
+            metrics = population_eval_step(population, batch, loss=loss, include=include)
         else:
             parts = [member_eval(state, batch, loss=loss) for state in states]
-            metrics = _combine_eval(*(jnp.stack(p) for p in zip(*parts)), batch)
+            metrics = _combine_eval(*(jnp.stack(p) for p in zip(*parts)), batch, _include(include, population.size))
         sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
     if sums is None:
         raise ValueError("Cannot evaluate on an empty split: it yielded no batches.")
@@ -243,6 +265,11 @@ class _Trainer:
             self.population = self.population.replace(state=stack_states([m[0] for m in self.members]))
         return self.population
 
+    def set_state(self, state: TrainState) -> None:
+        self.population = self.result().replace(state=state)
+        if self.members is not None:
+            self.members = self.population.unstack()
+
     def set_active(self, active: np.ndarray) -> None:
         self.population = self.result().replace(active=jnp.asarray(active))
         if self.members is not None:
@@ -296,26 +323,32 @@ class _PopulationRun:
         self.steps_per_epoch, self.strategy, self.loss = steps_per_epoch, strategy, loss
         self.size = trainer.population.size
         self.num_train = int(trainer.labels.shape[0])
+        self.healthy = np.ones(self.size, bool)
 
-    def train_epoch(self, epoch: int, epochs: int, progress: bool) -> dict[str, np.ndarray]:
+    def steps(self, epoch: int, start: int) -> Iterator[tuple[Metrics, int]]:
         self.trainer.start_epoch(_epoch_orders(self.data_keys, epoch, self.num_train))
-        step_metrics = []
-        for index in tqdm(range(self.steps_per_epoch), desc=f"epoch {epoch + 1}/{epochs}", disable=not progress,
-                          leave=False, unit="step"):
-            step_metrics.append(self.trainer.step(index))
+        images = self.trainer.batch_size * self.size
+        for index in range(start, self.steps_per_epoch):
+            metrics = self.trainer.step(index)
+            if isinstance(metrics["loss"], list):  # "loop": one scalar per member
+                metrics = {name: jnp.stack(values) for name, values in metrics.items()}
+            yield metrics, images
         self.trainer.result()
-        means = jax.device_get(jax.tree.map(lambda *xs: jnp.mean(jnp.stack(xs), axis=0), *step_metrics))
-        return {name: np.asarray(value, np.float64) for name, value in means.items()}
 
     def validate(self) -> dict[str, Any]:
         return evaluate_population(self.trainer.result(), self.data.eval_batches("validation"), strategy=self.strategy,
-                                   loss=self.loss)
+                                   loss=self.loss, include=self.healthy if self.healthy.any() else None)
 
     def state(self) -> TrainState:
         return self.trainer.result().state
 
     def select(self, improved: np.ndarray, current: TrainState, best: TrainState) -> TrainState:
         return _select_members(jnp.asarray(improved), current, best)
+
+    def restore_members(self, members: np.ndarray, state: TrainState) -> None:
+        population = self.trainer.result()
+        self.trainer.set_state(_select_members(jnp.asarray(members), state, population.state))
+        self.healthy = self.healthy & ~members  # out of the ensemble from now on
 
     def freeze(self, active: np.ndarray) -> None:
         self.trainer.set_active(active)
@@ -338,6 +371,8 @@ def fit_population(
     evaluate_test: bool = True,
     progress: bool = True,
     compiler_options: dict[str, Any] | None = None,
+    durability: Durability | None = None,
+    settings: dict[str, Any] | None = None,
 ) -> PopulationResult:
     """Trains every member for ``epochs`` epochs, validating each after every epoch.
 
@@ -360,6 +395,12 @@ def fit_population(
       evaluate_test: evaluate the returned members and their ensemble on the test split.
       progress: show a progress bar and one line per epoch.
       compiler_options: XLA options for the steps; None lets ``jaxvision.backends`` choose.
+      durability: checkpoints, resume and logs, as ``jaxvision.fit.fit``'s options (``Durability``);
+        None: none of them.
+      settings: more of what must match for a checkpoint to be resumed.
+
+    A member whose loss or gradient turns NaN or infinite is put back to its last finite state,
+    frozen, reported (``diverged_step``) and left out of ``best_member`` and the ensemble.
 
     Returns:
       A PopulationResult.
@@ -378,15 +419,28 @@ def fit_population(
     keys = [member_keys(m.seed) for m in population.members]
     train_keys = jnp.stack([k[1] for k in keys])
     data_keys = jnp.stack([k[2] for k in keys])
-    trainer = _Trainer(population.replace(active=jnp.ones(population.size, bool)), images, labels, train_keys,
-                       batch_size, strategy, step)
-    runner = _PopulationRun(trainer, data, data_keys, steps_per_epoch, strategy, step.loss)
-    result = run_epochs(runner, epochs=epochs, patience=patience, min_delta=min_delta, progress=progress)
+    settings = {"epochs": epochs, "steps_per_epoch": steps_per_epoch, "patience": patience, "min_delta": min_delta,
+                "strategy": strategy, "members": [m.describe() for m in population.members], **(settings or {})}
+    with durable_run(durability or Durability(), population.state, settings, patience=patience) as (
+            state, resumed, services):
+        active = np.ones(population.size, bool) if resumed is None else np.asarray(resumed[0].active)
+        trainer = _Trainer(population.replace(state=state, active=jnp.asarray(active)), images, labels, train_keys,
+                           batch_size, strategy, step)
+        runner = _PopulationRun(trainer, data, data_keys, steps_per_epoch, strategy, step.loss)
+        if resumed is not None:
+            runner.healthy = np.asarray(resumed[0].diverged_step) < 0
+        result = run_epochs(runner, epochs=epochs, patience=patience, min_delta=min_delta, progress=progress,
+                            services=services, resume=resumed)
 
     population = trainer.result().replace(state=result.state)
-    validation = evaluate_population(population, data.eval_batches("validation"), strategy=strategy, loss=step.loss)
-    test = (evaluate_population(population, data.eval_batches("test"), strategy=strategy, loss=step.loss)
-            if evaluate_test else None)
+    healthy = result.diverged_step < 0
+    if not healthy.any():
+        first = int(np.min(result.diverged_step))
+        raise TrainingDiverged((first - 1) // steps_per_epoch, first, None, population.state)
+    validation = evaluate_population(population, data.eval_batches("validation"), strategy=strategy, loss=step.loss,
+                                     include=healthy)
+    test = (evaluate_population(population, data.eval_batches("test"), strategy=strategy, loss=step.loss,
+                                include=healthy) if evaluate_test else None)
     return PopulationResult(
         population=population,
         history=result.history,
@@ -394,9 +448,10 @@ def fit_population(
         stopped_epoch=result.stopped_epoch,
         validation=validation,
         test=test,
-        best_member=int(np.argmin(validation["loss"])),
+        best_member=int(np.argmin(np.where(healthy, validation["loss"], np.inf))),
         strategy=strategy,
         train_seconds=result.train_seconds,
+        diverged_step=result.diverged_step,
     )
 
 

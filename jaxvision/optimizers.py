@@ -8,6 +8,7 @@ so they live in the optimiser state as arrays: a vmapped population can give eac
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import jax.numpy as jnp
@@ -88,14 +89,17 @@ def make_optimizer(
       ``hyperparams["weight_decay"]``.
 
     Raises:
-      ValueError: for an unknown name or schedule, or a learning rate that is not positive.
+      ValueError: for an unknown name or schedule, or a learning rate, weight decay or momentum that is
+        negative (the rate: not positive) or not finite.
     """
     if name not in OPTIMIZERS:
         raise unknown_name_error("optimizer", name, OPTIMIZERS)
-    if not learning_rate > 0:
-        raise ValueError(f"Invalid learning_rate={learning_rate}: expected a positive number, e.g. 1e-3.")
-    if weight_decay < 0:
-        raise ValueError(f"Invalid weight_decay={weight_decay}: expected >= 0, e.g. 1e-4.")
+    if not (learning_rate > 0 and math.isfinite(learning_rate)):
+        raise ValueError(f"Invalid learning_rate={learning_rate}: expected a finite positive number, e.g. 1e-3.")
+    if not (weight_decay >= 0 and math.isfinite(weight_decay)):
+        raise ValueError(f"Invalid weight_decay={weight_decay}: expected a finite number >= 0, e.g. 1e-4.")
+    if not (momentum >= 0 and math.isfinite(momentum)):
+        raise ValueError(f"Invalid momentum={momentum}: expected a finite number >= 0, e.g. 0.9.")
     shape = make_schedule(schedule, total_steps)
 
     @optax.inject_hyperparams

@@ -125,6 +125,12 @@ def loss_and_updates(
     return _masked_mean(loss(logits, batch.labels), batch.mask), (logits, batch_stats)
 
 
+def is_finite(loss: jax.Array, grads: Any) -> jax.Array:
+    """Whether ``loss`` and every leaf of ``grads`` are finite: a scalar bool."""
+    checks = [jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(grads)]
+    return jnp.logical_and(jnp.isfinite(loss), jnp.all(jnp.stack(checks)) if checks else True)
+
+
 def split_step_key(key: jax.Array, step: jax.Array) -> tuple[jax.Array, jax.Array]:
     """The (augmentation, dropout) keys of one step: ``fold_in(key, step)``, split in two.
 
@@ -162,7 +168,9 @@ class TrainStep:
         (loss, (logits, batch_stats)), grads = grad_fn(state.params)
         correct = predicted_classes(logits) == hard_labels(batch.labels)
         new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
-        return new_state, {"loss": loss, "accuracy": _masked_mean(correct, batch.mask)}
+        # The divergence guard's flag: read by the loop at its next host sync, never here.
+        finite = is_finite(loss, grads).astype(jnp.float32)
+        return new_state, {"loss": loss, "accuracy": _masked_mean(correct, batch.mask), "finite": finite}
 
     def __call__(self, state: TrainState, batch: Batch, key: jax.Array) -> tuple[TrainState, Metrics]:
         """Runs the step compiled for ``state``'s network.
@@ -173,7 +181,8 @@ class TrainStep:
           key: the run's base PRNG key (the same every step).
 
         Returns:
-          (new state, {"loss": scalar, "accuracy": scalar}) on the batch before the update.
+          (new state, {"loss", "accuracy", "finite"}) scalars on the batch before the update; "finite"
+          is 1.0 when the loss and every gradient were finite, else 0.0.
         """
         compiled = compile_step(_run_train_step, state, static_argnames="step", compiler_options=_options(self.compiler_options))
         return compiled(state, batch, key, step=self)
@@ -273,6 +282,7 @@ __all__ = [
     "compile_initialization",
     "create_train_state",
     "eval_step",
+    "is_finite",
     "loss_and_updates",
     "lower_train_state",
     "make_eval_step",

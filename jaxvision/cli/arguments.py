@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 
 def positive_int(text: str) -> int:
@@ -20,8 +21,8 @@ def positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected a positive number, e.g. 1e-3") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"invalid value {value}: expected a positive number, e.g. 1e-3")
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected a finite positive number, e.g. 1e-3")
     return value
 
 
@@ -30,8 +31,8 @@ def non_negative_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected a number >= 0, e.g. 1e-4") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"invalid value {value}: expected a number >= 0, e.g. 1e-4")
+    if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected a finite number >= 0, e.g. 1e-4")
     return value
 
 
@@ -41,8 +42,8 @@ def open_fraction(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected a number in (0, 1), e.g. 0.1") from None
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"invalid value {value}: expected a number in (0, 1), e.g. 0.1")
+    if not 0 < value < 1:  # also false for NaN
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected a number in (0, 1), e.g. 0.1")
     return value
 
 
@@ -52,8 +53,8 @@ def dropout_rate(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected a number in [0, 1), e.g. 0.5") from None
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"invalid value {value}: expected a number in [0, 1), e.g. 0.5")
+    if not 0 <= value < 1:  # also false for NaN
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected a number in [0, 1), e.g. 0.5")
     return value
 
 

@@ -47,6 +47,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         prepare_training_process(restart=argv is None)
     try:
         return args.func(args) or 0
+    except KeyboardInterrupt:
+        # Ctrl-C outside the training loop (which saves and stops by itself): loading data, compiling.
+        print(f"jaxvision {args.command}: interrupted before training started; nothing was saved", file=sys.stderr)
+        return 130
     except ValueError as error:
         # Invalid names and values are reported as one line; JAXVISION_DEBUG=1 shows the traceback.
         if os.environ.get("JAXVISION_DEBUG"):

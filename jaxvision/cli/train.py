@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
+import shlex
+import sys
 import time
 
 import jax
+import numpy as np
 
+from jaxvision import jsonio
 from jaxvision.cli import arguments
 from jaxvision.losses import LOSSES
 from jaxvision.optimizers import OPTIMIZERS, SCHEDULES
@@ -54,15 +57,82 @@ def load_training_data(args: argparse.Namespace, *, seed: int):
     )
 
 
+# Exit statuses besides 0 (success) and 2 (bad input); SIGINT and SIGTERM give 130 and 143.
+EXIT_DIVERGED = 3
+# What a resumed run must share with the run it continues (names of `jaxvision train` options).
+RESUME_SETTINGS = ("model", "dataset", "epochs", "batch_size", "eval_batch_size", "optimizer", "learning_rate",
+                   "schedule", "weight_decay", "momentum", "loss", "dropout_rate", "activation", "validation_fraction",
+                   "patience", "kernels", "seed", "augment", "first_seed", "seeds", "learning_rates",
+                   "weight_decays", "dropout_rates", "strategy")
+
+
+def add_durability_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options ``train`` and ``sweep`` share for checkpoints, resuming and logs."""
+    parser.add_argument("--resume", action="store_true", help="continue the run in --output-dir from its latest checkpoint")
+    parser.add_argument("--overwrite", action="store_true", help="replace the run in --output-dir")
+    parser.add_argument("--checkpoint-every", type=arguments.positive_int, default=None, metavar="STEPS",
+                        help="also checkpoint every STEPS steps (a checkpoint follows every epoch anyway)")
+    parser.add_argument("--checkpoint-minutes", type=arguments.positive_float, default=None, metavar="MINUTES",
+                        help="also checkpoint when MINUTES have passed since the last checkpoint")
+    parser.add_argument("--keep-checkpoints", type=arguments.positive_int, default=2, metavar="K",
+                        help="keep the latest K checkpoints, plus the best by validation loss (default: 2)")
+    parser.add_argument("--log-every", type=arguments.positive_int, default=50, metavar="STEPS",
+                        help="a line in metrics.jsonl and TensorBoard every STEPS steps (default: 50)")
+
+
+def resume_settings(args: argparse.Namespace) -> dict:
+    """The options a resumed run must share with the run it continues."""
+    return {name: getattr(args, name) for name in RESUME_SETTINGS if hasattr(args, name)}
+
+
+def default_output_dir(args: argparse.Namespace, prefix: str = "") -> str:
+    return os.path.join("runs", f"{prefix}{args.model}_{os.path.basename(os.path.normpath(args.dataset))}")
+
+
+def open_run_directory(args: argparse.Namespace, default: str):
+    """Checks, locks and (on --resume) compares the output folder, before any data is loaded.
+
+    Returns:
+      (the RunDirectory, the run.json being resumed or None).
+    """
+    from jaxvision.run_checkpoints import describe_setting_differences
+    from jaxvision.run_directory import prepare_run_directory
+    from jaxvision.run_record import read_run_file
+
+    run_dir = prepare_run_directory(args.output_dir or default, resume=args.resume, overwrite=args.overwrite)
+    if not run_dir.resumed:
+        return run_dir, None
+    previous = read_run_file(run_dir.path)
+    differences = describe_setting_differences(previous.get("settings", {}), resume_settings(args))
+    if differences:
+        run_dir.release()
+        raise ValueError(
+            f"cannot resume {run_dir.path}: its settings differ: {differences}; rerun with the run's settings (its "
+            "run.json has them), or pass --overwrite to start afresh"
+        )
+    return run_dir, previous
+
+
+def resume_command() -> str:
+    """This command line with --resume (and without --overwrite)."""
+    from jaxvision.run_record import command_line
+
+    words = [w for w in shlex.split(command_line()) if w != "--overwrite"]
+    return shlex.join(words if "--resume" in words else [*words, "--resume"])
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "train",
         help="train a model (offline default: an MLP on scikit-learn's digits)",
         description="Train a model on a TFDS dataset and report its test accuracy.",
+        epilog=f"Exit status: 0 trained; 2 bad input; {EXIT_DIVERGED} diverged (non-finite loss or gradient); "
+               "130 Ctrl-C and 143 SIGTERM (saved: resume with --resume).",
     )
     add_training_arguments(parser)
     parser.add_argument("--seed", type=int, default=0, help="seeds initialisation, dropout and shuffling")
-    parser.add_argument("--output-dir", default=None, help="where history.json and metrics.json go (default: runs/<model>_<dataset>)")
+    parser.add_argument("--output-dir", default=None, help="the run folder (default: runs/<model>_<dataset>)")
+    add_durability_arguments(parser)
     parser.add_argument(
         "--augment",
         default=None,
@@ -75,28 +145,43 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+def learning_rate_at(args: argparse.Namespace, total_steps: int):
+    """The learning rate at a step of the run, for the training log."""
+    from jaxvision.optimizers import make_schedule
+
+    shape = make_schedule(args.schedule, total_steps)
+    return lambda step: args.learning_rate * float(shape(step))
+
+
 def run(args: argparse.Namespace) -> int:
     from jaxvision import augment, backends, models, visualize
-    from jaxvision.checkpoint import save_checkpoint
-    from jaxvision.fit import fit
+    from jaxvision.fit import TrainingDiverged, TrainingInterrupted, fit
+    from jaxvision.interrupts import EXIT_STATUS
     from jaxvision.optimizers import make_optimizer
+    from jaxvision.run_record import command_line, save_model, versions, write_run_file
     from jaxvision.train import create_train_state
 
     start = time.perf_counter()
     overrides = {k: v for k, v in (("dropout_rate", args.dropout_rate), ("activation", args.activation)) if v is not None}
-    # Validate names and specs before loading any data.
+    # Validate names, specs and the output folder before loading any data.
     models.get_model(args.model, kernels=args.kernels, **overrides)
     if args.augment:
         augment.parse_augment_spec(args.augment, num_classes=2)
     if args.tta:
         augment.count_views(args.tta)
+    run_dir, previous = open_run_directory(args, default_output_dir(args))
+    if previous is not None and previous.get("status") == "complete":
+        print(f"the run in {run_dir.path} is complete: nothing to resume (jaxvision.load_run reads it)")
+        return 0
     splits = load_training_data(args, seed=args.seed)
     meta = splits.meta
-    model = models.get_model(args.model, num_classes=meta.num_classes, kernels=args.kernels, **overrides)
+    model_arguments = {"num_classes": meta.num_classes, **overrides}
+    model = models.get_model(args.model, kernels=args.kernels, **model_arguments)
+    total_steps = args.epochs * splits.steps_per_epoch
     optimizer = make_optimizer(
         args.optimizer,
         args.learning_rate,
-        total_steps=args.epochs * splits.steps_per_epoch,
+        total_steps=total_steps,
         schedule=args.schedule,
         weight_decay=args.weight_decay,
         momentum=args.momentum,
@@ -108,20 +193,53 @@ def run(args: argparse.Namespace) -> int:
         else None
     )
     state = create_train_state(model, meta.image_shape, optimizer, init_key)
+    record = {
+        "status": "running",
+        "command": command_line(),
+        "model": {"name": args.model, "arguments": model_arguments},
+        "num_classes": meta.num_classes,
+        "class_names": list(meta.class_names),
+        "input_shape": list(meta.image_shape),
+        "dataset": {"name": meta.name, "train": meta.num_train, "validation": meta.num_validation, "test": meta.num_test,
+                    "validation_fraction": args.validation_fraction},
+        "normalization": {"mean": list(meta.mean), "std": list(meta.std), "scale": "pixels / 255, then (x - mean) / std"},
+        "optimizer": {"name": args.optimizer, "learning_rate": args.learning_rate, "schedule": args.schedule,
+                      "total_steps": total_steps, "weight_decay": args.weight_decay, "momentum": args.momentum},
+        "training": {"epochs": args.epochs, "batch_size": splits.batch_size, "steps_per_epoch": splits.steps_per_epoch,
+                     "loss": args.loss, "patience": args.patience, "augment": args.augment, "kernels": args.kernels},
+        "seeds": {"seed": args.seed, "init_and_train": "jax.random.split(jax.random.key(seed))", "shuffle": args.seed},
+        "versions": versions(),
+        "backend": jax.default_backend(),
+        "settings": resume_settings(args),
+    }
+    write_run_file(run_dir.path, record)
     print(
         f"{args.model} on {meta.name}: {meta.num_train} train / {meta.num_validation} validation / {meta.num_test} test "
         f"images {meta.image_shape}, {meta.num_classes} classes, {splits.steps_per_epoch} steps per epoch"
     )
-    result = fit(state, splits, epochs=args.epochs, key=train_key, loss=args.loss, augment=pipeline,
-                 patience=args.patience, progress=not args.no_progress)
+    try:
+        result = fit(
+            state, splits, epochs=args.epochs, key=train_key, loss=args.loss, augment=pipeline, patience=args.patience,
+            progress=not args.no_progress, checkpoint_dir=run_dir.file("checkpoints"), resume=run_dir.resumed,
+            checkpoint_every=args.checkpoint_every, checkpoint_minutes=args.checkpoint_minutes,
+            keep_checkpoints=args.keep_checkpoints, log_dir=run_dir.path, log_every=args.log_every,
+            learning_rate=learning_rate_at(args, total_steps), settings=resume_settings(args),
+        )
+    except TrainingInterrupted as stop:
+        write_run_file(run_dir.path, {**record, "status": "interrupted", "interrupted_at_step": stop.step})
+        print(f"interrupted at epoch {stop.epoch + 1}, step {stop.step}; resume with: {resume_command()}", file=sys.stderr)
+        return EXIT_STATUS.get(stop.signal, 130)
+    except TrainingDiverged as stop:
+        write_run_file(run_dir.path, {**record, "status": "diverged", "diverged_at_step": stop.step})
+        print(f"jaxvision train: error: {stop}", file=sys.stderr)
+        return EXIT_DIVERGED
     tta = None
     if args.tta:
         mode = pipeline.fill_mode if pipeline is not None else "constant"
         tta = augment.evaluate_tta(result.state, splits.eval_batches("test"), views=args.tta, mode=mode)
     seconds = time.perf_counter() - start
 
-    output_dir = args.output_dir or os.path.join("runs", f"{args.model}_{os.path.basename(os.path.normpath(meta.name))}")
-    os.makedirs(output_dir, exist_ok=True)
+    saves = result.checkpoint_seconds
     metrics = {
         "model": args.model,
         "dataset": meta.name,
@@ -132,6 +250,9 @@ def run(args: argparse.Namespace) -> int:
         "epochs_run": len(result.history["train_loss"]),
         "stopped_early": result.stopped_early,
         "train_images_per_second": result.train_images_per_second,
+        "checkpoint_saves": len(saves),
+        "checkpoint_save_seconds_median": float(np.median(saves)) if saves else None,
+        "checkpoint_save_seconds_max": float(np.max(saves)) if saves else None,
         "augment": pipeline.spec if pipeline is not None else None,
         "tta_test_accuracy": tta["accuracy"] if tta else None,
         "wall_seconds": seconds,
@@ -139,16 +260,17 @@ def run(args: argparse.Namespace) -> int:
         "kernels": backends.resolve_kernels(args.kernels),
         "arguments": {k: v for k, v in vars(args).items() if k != "func"},
     }
-    with open(os.path.join(output_dir, "history.json"), "w") as f:
-        json.dump(result.history, f, indent=2)
-    with open(os.path.join(output_dir, "metrics.json"), "w") as f:
-        json.dump(metrics, f, indent=2)
-    visualize.plot_history(result.history, os.path.join(output_dir, "history.png"))
-    save_checkpoint(os.path.join(output_dir, "checkpoint"), result.state)
+    jsonio.write_json(run_dir.file("history.json"), result.history)
+    jsonio.write_json(run_dir.file("metrics.json"), metrics)
+    visualize.plot_history(result.history, run_dir.file("history.png"))
+    save_model(run_dir.path, result.state.variables)
+    write_run_file(run_dir.path, {**record, "status": "complete", "result": {
+        "test_accuracy": result.test["accuracy"], "test_loss": result.test["loss"], "best_epoch": result.best_epoch + 1,
+        "epochs_run": metrics["epochs_run"]}})
     if tta:
         print(f"test accuracy with test-time augmentation ({args.tta}): {tta['accuracy']:.4f}")
     print(
         f"test accuracy: {result.test['accuracy']:.4f} ({int(result.test['count'])} images), test loss {result.test['loss']:.4f}"
-        f" | trained at {result.train_images_per_second:,.0f} images/s | {seconds:.1f}s in all | wrote {output_dir}"
+        f" | trained at {result.train_images_per_second:,.0f} images/s | {seconds:.1f}s in all | wrote {run_dir.path}"
     )
     return 0

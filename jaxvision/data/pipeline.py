@@ -215,12 +215,21 @@ class Splits:
         std = tf.constant(self.meta.std, tf.float32)
         return (tf.cast(images, tf.float32) / 255.0 - mean) / std
 
-    def train_batches(self, epoch: int) -> Iterator[Batch]:
-        """Shuffled training batches of exactly ``batch_size``; the remainder is dropped."""
+    def train_batches(self, epoch: int, start: int = 0) -> Iterator[Batch]:
+        """Shuffled training batches of exactly ``batch_size``; the remainder is dropped.
+
+        Args:
+          epoch: seeds the epoch's order (with ``seed``).
+          start: the first step to yield: a run resumed at step ``start`` of the epoch gets the
+            batches the uninterrupted run got from there.
+        """
+        if not 0 <= start <= self.steps_per_epoch:
+            raise ValueError(f"Invalid start={start}: expected a step in [0, {self.steps_per_epoch}] of the epoch.")
         dataset = self._datasets["train"].shuffle(
             min(self.meta.num_train, 100_000), seed=self.seed * 1_000_003 + epoch, reshuffle_each_iteration=False
         )
-        dataset = dataset.batch(self.batch_size, drop_remainder=True)
+        # Skipping whole batches after the seeded shuffle keeps the order exactly.
+        dataset = dataset.batch(self.batch_size, drop_remainder=True).skip(start)
         dataset = dataset.map(lambda x, y: (self._normalize(x), tf.cast(y, tf.int32)), num_parallel_calls=tf.data.AUTOTUNE)
         for images, labels in dataset.prefetch(tf.data.AUTOTUNE).as_numpy_iterator():
             yield Batch(images=images, labels=labels, mask=np.ones(len(labels), np.float32))
