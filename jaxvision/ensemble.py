@@ -414,13 +414,15 @@ def fit_population(
     if steps_per_epoch < 1:
         raise ValueError(f"batch_size={batch_size} exceeds the {num_train} training examples; use a smaller batch size.")
     step = make_train_step(loss=loss, augment=augment, compiler_options=compiler_options)
+    if strategy == "auto" and durability is not None and durability.resume:
+        strategy = _resumed_strategy(durability.checkpoint_dir) or strategy  # the same programs, bit for bit
     if strategy == "auto":
         strategy = choose_strategy(population, images, labels, batch_size=batch_size, step=step)
     keys = [member_keys(m.seed) for m in population.members]
     train_keys = jnp.stack([k[1] for k in keys])
     data_keys = jnp.stack([k[2] for k in keys])
-    settings = {"epochs": epochs, "steps_per_epoch": steps_per_epoch, "patience": patience, "min_delta": min_delta,
-                "strategy": strategy, "members": [m.describe() for m in population.members], **(settings or {})}
+    settings = {**(settings or {}), "epochs": epochs, "steps_per_epoch": steps_per_epoch, "patience": patience,
+                "min_delta": min_delta, "members": [m.describe() for m in population.members], "strategy": strategy}
     with durable_run(durability or Durability(), population.state, settings, patience=patience) as (
             state, resumed, services):
         active = np.ones(population.size, bool) if resumed is None else np.asarray(resumed[0].active)
@@ -453,6 +455,17 @@ def fit_population(
         train_seconds=result.train_seconds,
         diverged_step=result.diverged_step,
     )
+
+
+def _resumed_strategy(checkpoint_dir: str | None) -> str | None:
+    """The strategy the latest checkpoint in ``checkpoint_dir`` was trained with, if any."""
+    if checkpoint_dir is None:
+        return None
+    from jaxvision.run_checkpoints import RunCheckpoints
+
+    with RunCheckpoints(checkpoint_dir) as checkpoints:
+        step = checkpoints.latest()
+        return None if step is None else checkpoints.saved_settings(step).get("strategy")
 
 
 def _spread(values: np.ndarray) -> str:

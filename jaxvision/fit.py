@@ -612,8 +612,8 @@ def fit(
     durability = Durability(checkpoint_dir=checkpoint_dir, resume=resume, checkpoint_every=checkpoint_every,
                             checkpoint_minutes=checkpoint_minutes, keep_checkpoints=keep_checkpoints, log_dir=log_dir,
                             log_every=log_every, learning_rate=learning_rate)
-    settings = {"epochs": epochs, "steps_per_epoch": int(data.steps_per_epoch), "patience": patience,
-                "min_delta": min_delta, **(settings or {})}
+    settings = {**(settings or {}), "epochs": epochs, "steps_per_epoch": int(data.steps_per_epoch),
+                "patience": patience, "min_delta": min_delta}
     with durable_run(durability, state, settings, patience=patience) as (state, resumed, services):
         runner = _SingleRun(state, data, key, train_step, eval_step_fn)
         result = run_epochs(runner, epochs=epochs, patience=patience, min_delta=min_delta, progress=progress,

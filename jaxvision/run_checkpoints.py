@@ -139,6 +139,11 @@ class RunCheckpoints:
             return step
         return None
 
+    def saved_settings(self, step: int) -> dict[str, Any]:
+        """The settings recorded with checkpoint ``step`` (read without restoring its arrays)."""
+        restored = self._manager.restore(step, args=self._ocp.args.Composite(loop=self._ocp.args.JsonRestore()))
+        return dict(restored["loop"]).get("settings", {})
+
     def restore(self, step: int, like_state: Any, *, like_best: Any = None) -> tuple[Any, Any, dict[str, Any]]:
         """Reads checkpoint ``step`` into the structures of ``like_state`` (and ``like_best``).
 

@@ -4,14 +4,25 @@ their ensemble, and write the table to JSON."""
 from __future__ import annotations
 
 import argparse
-import json
 import os
+import sys
 import time
 
 import jax
 
+from jaxvision import jsonio
 from jaxvision.cli import arguments
-from jaxvision.cli.train import add_training_arguments, load_training_data
+from jaxvision.cli.train import (
+    EXIT_DIVERGED,
+    add_durability_arguments,
+    add_training_arguments,
+    default_output_dir,
+    learning_rate_at,
+    load_training_data,
+    open_run_directory,
+    resume_command,
+    resume_settings,
+)
 from jaxvision.population import STRATEGIES
 
 
@@ -53,18 +64,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="also train each member alone with the `jaxvision train` loop, one after another, and report both wall times",
     )
-    parser.add_argument("--output-dir", default=None, help="where sweep.json goes (default: runs/sweep_<model>_<dataset>)")
+    parser.add_argument("--output-dir", default=None, help="the sweep's folder (default: runs/sweep_<model>_<dataset>)")
+    add_durability_arguments(parser)
     parser.set_defaults(func=run)
 
 
 def _format_table(rows: list[dict], varied: list[str]) -> str:
     columns = ["member", *varied, "best_epoch", "val_loss", "val_accuracy", "test_accuracy"]
+    if any(row.get("diverged_at_step") is not None for row in rows):
+        columns.append("diverged_at_step")
     header = " ".join(f"{c:>14}" for c in columns)
     lines = [header]
     for row in rows:
         cells = []
         for c in columns:
             value = row.get(c, "")
+            if value is None:
+                value = "-"
             cells.append(f"{value:>14.4f}" if isinstance(value, float) and c.startswith(("val_", "test_")) else f"{value!s:>14}")
         lines.append(" ".join(cells))
     return "\n".join(lines)
@@ -92,14 +108,21 @@ def _sequential_seconds(args, splits, members, make_model, make_optimizer) -> tu
 def run(args: argparse.Namespace) -> int:
     from jaxvision import models
     from jaxvision.ensemble import fit_population
+    from jaxvision.fit import Durability, TrainingDiverged, TrainingInterrupted
+    from jaxvision.interrupts import EXIT_STATUS
     from jaxvision.optimizers import make_optimizer
     from jaxvision.population import create_population, member_grid
+    from jaxvision.run_record import command_line, versions, write_run_file
 
     start = time.perf_counter()
     overrides = {k: v for k, v in (("dropout_rate", args.dropout_rate), ("activation", args.activation)) if v is not None}
     models.get_model(args.model, kernels=args.kernels, **overrides)  # validate names before loading any data
     if args.dropout_rates is not None:
         models.get_model(args.model, dropout_rate=args.dropout_rates[0])  # the model must have a dropout_rate field
+    run_dir, previous = open_run_directory(args, default_output_dir(args, prefix="sweep_"))
+    if previous is not None and previous.get("status") == "complete":
+        print(f"the sweep in {run_dir.path} is complete: nothing to resume (its sweep.json has the results)")
+        return 0
     splits = load_training_data(args, seed=args.first_seed)
     meta = splits.meta
     members = member_grid(
@@ -108,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
         weight_decays=args.weight_decays,
         dropout_rates=args.dropout_rates,
     )
+    total_steps = args.epochs * splits.steps_per_epoch
 
     def make_model(dropout_rate=None):
         extra = {} if dropout_rate is None else {"dropout_rate": dropout_rate}
@@ -117,32 +141,65 @@ def run(args: argparse.Namespace) -> int:
         return make_optimizer(
             args.optimizer,
             learning_rate or args.learning_rate,
-            total_steps=args.epochs * splits.steps_per_epoch,
+            total_steps=total_steps,
             schedule=args.schedule,
             weight_decay=args.weight_decay if weight_decay is None else weight_decay,
             momentum=args.momentum,
         )
 
     population = create_population(make_model(), meta.image_shape, make_member_optimizer(), members)
+    record = {
+        "kind": "sweep",
+        "status": "running",
+        "command": command_line(),
+        "model": {"name": args.model, "arguments": {"num_classes": meta.num_classes, **overrides}},
+        "members": [m.describe() for m in members],
+        "num_classes": meta.num_classes,
+        "class_names": list(meta.class_names),
+        "input_shape": list(meta.image_shape),
+        "dataset": {"name": meta.name, "train": meta.num_train, "validation": meta.num_validation, "test": meta.num_test},
+        "normalization": {"mean": list(meta.mean), "std": list(meta.std)},
+        "versions": versions(),
+        "backend": jax.default_backend(),
+        "settings": resume_settings(args),
+    }
+    write_run_file(run_dir.path, record)
     print(
         f"sweep of {len(members)} {args.model} on {meta.name}: {meta.num_train} train / {meta.num_validation} validation / "
         f"{meta.num_test} test images, {splits.steps_per_epoch} steps per epoch"
     )
-    fit_start = time.perf_counter()
-    result = fit_population(
-        population, splits, epochs=args.epochs, loss=args.loss, patience=args.patience, strategy=args.strategy,
-        progress=not args.no_progress,
+    durability = Durability(
+        checkpoint_dir=run_dir.file("checkpoints"), resume=run_dir.resumed, checkpoint_every=args.checkpoint_every,
+        checkpoint_minutes=args.checkpoint_minutes, keep_checkpoints=args.keep_checkpoints, log_dir=run_dir.path,
+        log_every=args.log_every, learning_rate=learning_rate_at(args, total_steps),
     )
+    fit_start = time.perf_counter()
+    try:
+        result = fit_population(
+            population, splits, epochs=args.epochs, loss=args.loss, patience=args.patience, strategy=args.strategy,
+            progress=not args.no_progress, durability=durability, settings=resume_settings(args),
+        )
+    except TrainingInterrupted as stop:
+        write_run_file(run_dir.path, {**record, "status": "interrupted", "interrupted_at_step": stop.step})
+        print(f"interrupted at epoch {stop.epoch + 1}, step {stop.step}; resume with: {resume_command()}", file=sys.stderr)
+        return EXIT_STATUS.get(stop.signal, 130)
+    except TrainingDiverged as stop:
+        write_run_file(run_dir.path, {**record, "status": "diverged", "diverged_at_step": stop.step})
+        print(f"jaxvision sweep: error: every member diverged; the first: {stop}", file=sys.stderr)
+        return EXIT_DIVERGED
     population_seconds = time.perf_counter() - fit_start
 
     rows = result.table()
     varied = [name for name in ("seed", "learning_rate", "weight_decay", "dropout_rate") if len({r.get(name) for r in rows}) > 1]
     print(_format_table(rows, varied))
     best = rows[result.best_member]
+    healthy = sum(row["diverged_at_step"] is None for row in rows)
+    diverged = "" if healthy == len(rows) else f" ({len(rows) - healthy} diverged, left out)"
     print(
         f"best member (lowest validation loss): #{result.best_member} (val loss {best['val_loss']:.4f}, "
         f"val accuracy {best['val_accuracy']:.4f}, test {best['test_accuracy']:.4f})"
-        f" | ensemble of {len(rows)}: test accuracy {result.test['ensemble_accuracy']:.4f}, loss {result.test['ensemble_loss']:.4f}"
+        f" | ensemble of {healthy}{diverged}: test accuracy {result.test['ensemble_accuracy']:.4f}, "
+        f"loss {result.test['ensemble_loss']:.4f}"
     )
     summary = {
         "model": args.model,
@@ -150,6 +207,7 @@ def run(args: argparse.Namespace) -> int:
         "members": rows,
         "best_member": result.best_member,
         "ensemble": {
+            "members": healthy,
             "val_accuracy": result.validation["ensemble_accuracy"],
             "val_loss": result.validation["ensemble_loss"],
             "test_accuracy": result.test["ensemble_accuracy"],
@@ -173,10 +231,9 @@ def run(args: argparse.Namespace) -> int:
         )
     summary["wall_seconds"] = time.perf_counter() - start
 
-    output_dir = args.output_dir or os.path.join("runs", f"sweep_{args.model}_{meta.name}")
-    os.makedirs(output_dir, exist_ok=True)
-    path = os.path.join(output_dir, "sweep.json")
-    with open(path, "w") as f:
-        json.dump(summary, f, indent=2)
+    path = run_dir.file("sweep.json")
+    jsonio.write_json(path, summary)
+    write_run_file(run_dir.path, {**record, "status": "complete", "result": {
+        "best_member": result.best_member, "ensemble_test_accuracy": result.test["ensemble_accuracy"]}})
     print(f"wrote {path}")
     return 0
