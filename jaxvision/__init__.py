@@ -9,10 +9,11 @@ from typing import Any
 
 from jaxvision.batch import Batch
 from jaxvision.checkpoint import restore_checkpoint, save_checkpoint
-from jaxvision.fit import FitResult, evaluate, fit
+from jaxvision.fit import FitResult, TrainingDiverged, TrainingInterrupted, evaluate, fit
 from jaxvision.losses import LOSSES, binary_cross_entropy, cross_entropy, get_loss, l1, l2
 from jaxvision.models import get_model, list_models
 from jaxvision.optimizers import OPTIMIZERS, SCHEDULES, make_optimizer, make_schedule
+from jaxvision.run_record import Run, load_run
 from jaxvision.train import (
     EvalStep,
     TrainState,
@@ -34,8 +35,11 @@ __all__ = [
     "Batch",
     "EvalStep",
     "FitResult",
+    "Run",
     "TrainState",
     "TrainStep",
+    "TrainingDiverged",
+    "TrainingInterrupted",
     "augment",
     "binary_cross_entropy",
     "create_train_state",
@@ -49,6 +53,7 @@ __all__ = [
     "l1",
     "l2",
     "list_models",
+    "load_run",
     "make_eval_step",
     "make_optimizer",
     "make_schedule",

@@ -126,6 +126,8 @@ class LoopState:
       diverged_step: the step at which each member's loss or gradient went non-finite, or -1.
       train_seconds: wall time of the training steps so far (compilation included).
       images: training images seen so far.
+      first_data_epoch: the data order's epoch of the loop's epoch 0 (a state that had trained k whole
+        epochs goes on with epoch k's order).
     """
 
     size: int
@@ -140,6 +142,7 @@ class LoopState:
     diverged_step: list[int] = None  # type: ignore[assignment]
     train_seconds: float = 0.0
     images: int = 0
+    first_data_epoch: int = 0
 
     def __post_init__(self) -> None:
         self.best_loss = self.best_loss or [math.inf] * self.size
@@ -228,12 +231,12 @@ class _EpochLoop:
     """``run_epochs``'s state and steps; see there."""
 
     def __init__(self, runner: EpochRunner, *, epochs: int, patience: int | None, min_delta: float, progress: bool,
-                 services: RunServices, resume: tuple[LoopState, Any] | None):
+                 services: RunServices, resume: tuple[LoopState, Any] | None, first_data_epoch: int = 0):
         self.runner, self.epochs, self.patience, self.min_delta = runner, epochs, patience, min_delta
         self.progress, self.services = progress, services
         self.size, self.steps_per_epoch = runner.size, runner.steps_per_epoch
         if resume is None:
-            self.loop, self.best_state = LoopState(size=self.size), runner.state()
+            self.loop, self.best_state = LoopState(size=self.size, first_data_epoch=first_data_epoch), runner.state()
         else:
             self.loop, best_state = resume
             self.best_state = runner.state() if best_state is None else best_state
@@ -333,7 +336,7 @@ class _EpochLoop:
         pending: list[Metrics] = []
         start = time.perf_counter()
         try:
-            for metrics, images in self.runner.steps(epoch, loop.step_in_epoch):
+            for metrics, images in self.runner.steps(loop.first_data_epoch + epoch, loop.step_in_epoch):
                 loop.step_in_epoch += 1
                 loop.images += images
                 pending.append(metrics)
@@ -428,7 +431,7 @@ class _EpochLoop:
 
 def run_epochs(runner: EpochRunner, *, epochs: int, patience: int | None = None, min_delta: float = 0.0,
                progress: bool = True, services: RunServices | None = None,
-               resume: tuple[LoopState, Any] | None = None) -> EpochsResult:
+               resume: tuple[LoopState, Any] | None = None, first_data_epoch: int = 0) -> EpochsResult:
     """Trains ``runner``'s members for up to ``epochs`` epochs, validating after each.
 
     With ``patience``, a member whose validation loss has not improved by more than ``min_delta`` for
@@ -444,10 +447,12 @@ def run_epochs(runner: EpochRunner, *, epochs: int, patience: int | None = None,
       epochs, patience, min_delta, progress: as ``fit``'s.
       services: checkpoints, logs and interrupt handling, or None for none of them.
       resume: (loop state, best state or None) from a checkpoint; the runner holds its train state.
+      first_data_epoch: the epoch of the data order that epoch 0 trains on (ignored on resume: the
+        loop state has it).
     """
     check_epochs_and_patience(epochs, patience)
     loop = _EpochLoop(runner, epochs=epochs, patience=patience, min_delta=min_delta, progress=progress,
-                      services=services or RunServices(), resume=resume)
+                      services=services or RunServices(), resume=resume, first_data_epoch=first_data_epoch)
     return loop.run()
 
 
@@ -574,6 +579,9 @@ def fit(
     checkpoint mid-epoch, with the same data order, keys, schedule, early-stopping counters and
     history, so the final parameters are those of an uninterrupted run, bit for bit on CPU.
 
+    Epoch e of a call trains on epoch ``state.step // steps_per_epoch + e`` of the data order: a state
+    restored after k epochs continues where it stopped, rather than seeing epoch 0's batches again.
+
     Args:
       state: the initial TrainState (on resume, the structure to restore into).
       data: train/validation/test batches, e.g. ``jaxvision.data.load_splits(...)``.
@@ -614,10 +622,13 @@ def fit(
                             log_every=log_every, learning_rate=learning_rate)
     settings = {**(settings or {}), "epochs": epochs, "steps_per_epoch": int(data.steps_per_epoch),
                 "patience": patience, "min_delta": min_delta}
+    # A state that has trained whole epochs already goes on with the next epoch's data order, so that
+    # fit(2 epochs) and fit(1) + fit(1) train on the same batches.
+    first_data_epoch = int(state.step) // max(int(data.steps_per_epoch), 1)
     with durable_run(durability, state, settings, patience=patience) as (state, resumed, services):
         runner = _SingleRun(state, data, key, train_step, eval_step_fn)
         result = run_epochs(runner, epochs=epochs, patience=patience, min_delta=min_delta, progress=progress,
-                            services=services, resume=resumed)
+                            services=services, resume=resumed, first_data_epoch=first_data_epoch)
     save_seconds = services.checkpoints.save_seconds if services.checkpoints is not None else []
     test = evaluate(result.state, data.eval_batches("test"), step=eval_step_fn) if evaluate_test else None
     history = {name: [float(np.ravel(value)[0]) for value in values] for name, values in result.history.items()}

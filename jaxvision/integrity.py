@@ -273,9 +273,11 @@ def describe_differences(saved: Mapping[str, Signature], expected: Mapping[str, 
     # Shapes may arrive as lists (from JSON); compare them as tuples of ints.
     saved = {k: (tuple(int(d) for d in shape), str(dtype)) for k, (shape, dtype) in saved.items()}
     expected = {k: (tuple(int(d) for d in shape), str(dtype)) for k, (shape, dtype) in expected.items()}
-    missing = sorted(k for k in expected if k not in saved)
-    extra = sorted(k for k in saved if k not in expected)
-    common = sorted(k for k in expected if k in saved)
+    # The parameters first: they name the layers; optimiser moments repeat them.
+    order = lambda k: (not k.startswith("params"), k)  # noqa: E731
+    missing = sorted((k for k in expected if k not in saved), key=order)
+    extra = sorted((k for k in saved if k not in expected), key=order)
+    common = sorted((k for k in expected if k in saved), key=order)
     shapes = [k for k in common if saved[k][0] != expected[k][0]]
     dtypes = [k for k in common if saved[k][1] != expected[k][1]]
     differing = len(missing) + len(extra) + len(set(shapes) | set(dtypes))

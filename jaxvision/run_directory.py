@@ -51,8 +51,9 @@ class RunDirectory:
 
 
 def holds_run(path: str) -> bool:
-    """Whether ``path`` holds (part of) a run: its run.json or its checkpoints."""
-    return any(os.path.exists(os.path.join(path, name)) for name in ("run.json", "checkpoints", "model"))
+    """Whether ``path`` holds (part of) a run: its run.json, checkpoints, model or results (older runs too)."""
+    names = ("run.json", "checkpoints", "model", "checkpoint", "metrics.json", "sweep.json")
+    return any(os.path.exists(os.path.join(path, name)) for name in names)
 
 
 def _lock(path: str) -> int:
