@@ -31,7 +31,7 @@ def _epoch(state, splits, key, **durability):
     """Seconds per step of one epoch (its validation and any saves included) and its save times."""
     start = time.perf_counter()
     result = jaxvision.fit(state, splits, epochs=1, key=key, progress=False, evaluate_test=False, **durability)
-    return (time.perf_counter() - start) / splits.steps_per_epoch, result.checkpoint_seconds
+    return (time.perf_counter() - start) / splits.steps_per_epoch, result.checkpoint_seconds, result.checkpoint_blocking_seconds
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     state = jaxvision.create_train_state(model, splits.meta.image_shape, optimizer, init_key)
     step_seconds: dict[str, list[float]] = {"plain": [], "durable": []}
     save_seconds: list[float] = []
+    blocking_seconds: list[float] = []
     with tempfile.TemporaryDirectory() as scratch:
         _epoch(state, splits, key)  # compiles the steps
         for repeat in range(args.repeats):
@@ -61,9 +62,10 @@ def main(argv: list[str] | None = None) -> int:
                     folder = os.path.join(scratch, f"run{repeat}")
                     options = dict(checkpoint_dir=os.path.join(folder, "checkpoints"),
                                    checkpoint_every=args.checkpoint_every, log_dir=folder, log_every=args.log_every)
-                seconds, saves = _epoch(state, splits, key, **options)
+                seconds, saves, blocking = _epoch(state, splits, key, **options)
                 step_seconds[variant].append(seconds)
                 save_seconds += saves
+                blocking_seconds += blocking
                 print(f"{variant:>8}: {seconds * 1e3:.2f} ms/step, {len(saves)} saves", flush=True)
     plain, durable = (statistics.median(step_seconds[v]) for v in ("plain", "durable"))
     summary = {
@@ -75,11 +77,14 @@ def main(argv: list[str] | None = None) -> int:
         "durable_over_plain": durable / plain,
         "save_seconds": {"median": statistics.median(save_seconds), "min": min(save_seconds),
                          "max": max(save_seconds), "count": len(save_seconds)},
+        "blocking_seconds": {"median": statistics.median(blocking_seconds), "min": min(blocking_seconds),
+                             "max": max(blocking_seconds)},
         "machine": machine_info(),
     }
     print(f"step time: plain {plain * 1e3:.2f} ms, with checkpoints and logs {durable * 1e3:.2f} ms "
           f"({(durable / plain - 1) * 100:+.1f}%, saves included); a save takes "
-          f"{summary['save_seconds']['median']:.3f} s (median of {len(save_seconds)}, max {max(save_seconds):.3f} s)")
+          f"{summary['save_seconds']['median']:.3f} s on the writer thread (median of {len(save_seconds)}, max "
+          f"{max(save_seconds):.3f} s) and holds training up for {summary['blocking_seconds']['median'] * 1e3:.1f} ms")
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     jsonio.write_json(args.output, summary)
     print(f"wrote {args.output}")

@@ -491,7 +491,8 @@ class FitResult:
       stopped_early: whether patience ran out before ``epochs``.
       test: test loss/accuracy/count of ``state``, or None if not evaluated.
       train_images_per_second: training images over time spent in training epochs (compile included).
-      checkpoint_seconds: the wall time of each checkpoint save of this call.
+      checkpoint_seconds: the wall time of each checkpoint write of this call (on the writer thread).
+      checkpoint_blocking_seconds: the time each save held up training (its copy to the host).
     """
 
     state: TrainState
@@ -501,6 +502,7 @@ class FitResult:
     test: dict[str, float] | None
     train_images_per_second: float
     checkpoint_seconds: list[float] = dataclasses.field(default_factory=list)
+    checkpoint_blocking_seconds: list[float] = dataclasses.field(default_factory=list)
 
 
 class _SingleRun:
@@ -629,7 +631,9 @@ def fit(
         runner = _SingleRun(state, data, key, train_step, eval_step_fn)
         result = run_epochs(runner, epochs=epochs, patience=patience, min_delta=min_delta, progress=progress,
                             services=services, resume=resumed, first_data_epoch=first_data_epoch)
-    save_seconds = services.checkpoints.save_seconds if services.checkpoints is not None else []
+    checkpoints = services.checkpoints
+    save_seconds = list(checkpoints.save_seconds) if checkpoints is not None else []
+    blocking_seconds = list(checkpoints.blocking_seconds) if checkpoints is not None else []
     test = evaluate(result.state, data.eval_batches("test"), step=eval_step_fn) if evaluate_test else None
     history = {name: [float(np.ravel(value)[0]) for value in values] for name, values in result.history.items()}
     return FitResult(
@@ -640,6 +644,7 @@ def fit(
         test=test,
         train_images_per_second=result.images / max(result.train_seconds, 1e-9),
         checkpoint_seconds=save_seconds,
+        checkpoint_blocking_seconds=blocking_seconds,
     )
 
 

@@ -7,15 +7,16 @@ Each checkpoint ``<directory>/<step>/`` holds three orbax items:
 - ``best``: the early-stopping best state, when early stopping is on (it is not the current state);
 - ``loop``: the epoch loop's position and records (``jaxvision.fit.LoopState``) as JSON.
 
-Saves are synchronous: orbax writes into a temporary folder and renames it when complete, so an
-interrupted save never replaces a usable checkpoint; then ``jaxvision.integrity`` writes the
-folder's sha256 manifest. A step folder without a manifest was cut short after orbax's rename (a kill
+A save copies the arrays to the host and hands them to one writer thread, so training goes on while
+orbax writes into a temporary folder and renames it when complete (an interrupted save never
+replaces a usable checkpoint); then ``jaxvision.integrity`` writes the folder's sha256 manifest. A step folder without a manifest was cut short after orbax's rename (a kill
 in that window) and is dropped on restore; one whose files do not match their manifest is refused.
 Orbax keeps the last ``keep`` checkpoints plus the one with the lowest validation loss.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import time
 from typing import Any
@@ -81,7 +82,11 @@ class RunCheckpoints:
         self._manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
         self._last_save = time.monotonic()
         self._saved_step: int | None = None
-        self.save_seconds: list[float] = []
+        # One writer thread: saves stay in order, and training waits only for the host copy.
+        self._writer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="jaxvision-checkpoint")
+        self._pending: concurrent.futures.Future | None = None
+        self.save_seconds: list[float] = []  # each save's write, on the writer thread
+        self.blocking_seconds: list[float] = []  # each save's time in the training thread
 
     def due(self, step: int) -> bool:
         """Whether a periodic (mid-epoch) checkpoint is due after ``step`` steps."""
@@ -94,7 +99,10 @@ class RunCheckpoints:
 
     def save(self, step: int, state: Any, loop: dict[str, Any], *, best: Any = None,
              val_loss: float | None = None) -> str:
-        """Writes checkpoint ``step`` and its manifest; returns its folder.
+        """Starts writing checkpoint ``step`` and its manifest; returns its folder.
+
+        The arrays are copied to the host here; orbax writes them on a background thread while
+        training goes on, and the next save (or ``latest``, ``restore``, ``close``) waits for it.
 
         Args:
           step: the number of steps trained.
@@ -103,24 +111,38 @@ class RunCheckpoints:
           best: the early-stopping best state, or None.
           val_loss: after an epoch, its validation loss (ranks the kept "best" checkpoint).
         """
-        ocp = self._ocp
         path = self.step_directory(step)
         if step == self._saved_step:
             return path  # this process saved this step already (e.g. a periodic save, then Ctrl-C)
+        self.wait()
         if step in self._manager.all_steps():
             self._manager.delete(step)  # left by an interrupted process: this save supersedes it
         start = time.perf_counter()
-        items = {"state": ocp.args.StandardSave(_host(state)), "loop": ocp.args.JsonSave(loop)}
+        items = {"state": _host(state), "loop": loop}
         if best is not None:
-            items["best"] = ocp.args.StandardSave(_host(best))
+            items["best"] = _host(best)
         metrics = {"val_loss": float(val_loss)} if val_loss is not None and np.isfinite(val_loss) else None
-        self._manager.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=True)
-        self._manager.wait_until_finished()
-        integrity.write_manifest(path)
         self._saved_step = step
+        self._pending = self._writer.submit(self._write, step, items, metrics)
         self._last_save = time.monotonic()
-        self.save_seconds.append(time.perf_counter() - start)
+        self.blocking_seconds.append(time.perf_counter() - start)
         return path
+
+    def _write(self, step: int, items: dict[str, Any], metrics: dict[str, float] | None) -> None:
+        ocp = self._ocp
+        start = time.perf_counter()
+        args = {name: ocp.args.JsonSave(value) if name == "loop" else ocp.args.StandardSave(value)
+                for name, value in items.items()}
+        self._manager.save(step, args=ocp.args.Composite(**args), metrics=metrics, force=True)
+        self._manager.wait_until_finished()
+        integrity.write_manifest(self.step_directory(step))
+        self.save_seconds.append(time.perf_counter() - start)
+
+    def wait(self) -> None:
+        """Waits for the save in progress, if any; raises its error."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
 
     def latest(self) -> int | None:
         """The latest complete checkpoint's step, or None; incomplete ones (no manifest) are deleted.
@@ -128,6 +150,8 @@ class RunCheckpoints:
         Raises:
           integrity.CorruptCheckpointError: the latest checkpoint's files do not match their checksums.
         """
+        self.wait()
+        self._manager.reload()
         for step in sorted(self._manager.all_steps(), reverse=True):
             path = self.step_directory(step)
             if not integrity.has_manifest(path):
@@ -154,6 +178,7 @@ class RunCheckpoints:
           integrity.CorruptCheckpointError: a file does not match its checksum.
           CheckpointMismatchError: the saved structure differs from ``like_state``'s, in words.
         """
+        self.wait()
         ocp = self._ocp
         path = self.step_directory(step)
         integrity.verify_manifest(path)
@@ -180,7 +205,12 @@ class RunCheckpoints:
         return state, best, dict(restored["loop"])
 
     def close(self) -> None:
-        self._manager.close()
+        """Finishes the save in progress and closes orbax's manager."""
+        try:
+            self.wait()
+        finally:
+            self._writer.shutdown(wait=True)
+            self._manager.close()
 
     def __enter__(self) -> RunCheckpoints:
         return self

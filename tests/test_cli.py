@@ -22,7 +22,7 @@ from jaxvision.cli.main import main
         (["train", "--weight-decay", "nan"], "invalid value 'nan': expected a finite number >= 0"),
         (["train", "--weight-decay", "inf"], "invalid value 'inf': expected a finite number >= 0"),
         (["train", "--momentum", "nan"], "invalid value 'nan': expected a finite number >= 0"),
-        (["train", "--momentum", "-inf"], "invalid value '-inf': expected a finite number >= 0"),
+        (["train", "--momentum=-inf"], "invalid value '-inf': expected a finite number >= 0"),
         (["train", "--dropout-rate", "nan"], "invalid value 'nan': expected a number in [0, 1)"),
         (["train", "--dropout-rate", "inf"], "invalid value 'inf': expected a number in [0, 1)"),
         (["train", "--validation-fraction", "nan"], "invalid value 'nan': expected a number in (0, 1)"),

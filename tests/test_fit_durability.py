@@ -172,6 +172,7 @@ def test_a_checkpoint_without_its_manifest_is_dropped_and_a_corrupt_one_refused(
     with RunCheckpoints(str(tmp_path)) as checkpoints:
         checkpoints.save(1, state, {"loop": {"n": 1}})
         checkpoints.save(2, state, {"loop": {"n": 2}})
+        checkpoints.wait()  # the write runs on the writer thread
         os.remove(os.path.join(str(tmp_path), "2", integrity.MANIFEST))  # killed before the manifest
         assert checkpoints.latest() == 1
         assert "checkpoint step 2 was not written to the end" in capsys.readouterr().out
