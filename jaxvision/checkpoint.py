@@ -1,9 +1,14 @@
-"""Saving and restoring a TrainState with orbax; the state is a pytree, so it is saved as is."""
+"""Saving and restoring one TrainState with orbax; the state is a pytree, so it is saved as is.
+
+``jaxvision.run_checkpoints`` keeps a run's periodic checkpoints; this is the one-off save a user
+calls by hand. Both write a sha256 manifest (``jaxvision.integrity``) and check it on restore.
+"""
 
 from __future__ import annotations
 
 import os
 
+from jaxvision import integrity
 from jaxvision.train import TrainState
 
 # orbax.checkpoint is imported where it is used, since only saving and restoring need it: it adds
@@ -11,12 +16,13 @@ from jaxvision.train import TrainState
 
 
 def save_checkpoint(directory: str, state: TrainState) -> str:
-    """Writes ``state`` under ``directory/step_<step>`` and returns that path (overwrites it)."""
+    """Writes ``state`` under ``directory/step_<step>`` with its checksums and returns that path (overwrites it)."""
     import orbax.checkpoint as ocp
 
     path = os.path.join(os.path.abspath(directory), f"step_{int(state.step)}")
     with ocp.StandardCheckpointer() as checkpointer:
         checkpointer.save(path, state, force=True)
+    integrity.write_manifest(path)
     return path
 
 
@@ -27,8 +33,21 @@ def restore_checkpoint(path: str, like: TrainState) -> TrainState:
       path: the path ``save_checkpoint`` returned.
       like: a state with the same structure (e.g. a freshly created one); it supplies the static
         fields (``apply_fn``, ``tx``) and the shapes and dtypes to restore.
+
+    Raises:
+      jaxvision.integrity.CorruptCheckpointError: a file does not match its checksum (checkpoints
+        written before checksums existed have no manifest and are read as they are).
+      ValueError: the saved structure differs from ``like``'s, said in words.
     """
     import orbax.checkpoint as ocp
 
+    path = os.path.abspath(path)
+    if integrity.has_manifest(path):
+        integrity.verify_manifest(path)
     with ocp.StandardCheckpointer() as checkpointer:
-        return checkpointer.restore(os.path.abspath(path), like)
+        saved = checkpointer.metadata(path).item_metadata
+        differences = integrity.describe_differences(
+            integrity.leaf_signatures(getattr(saved, "tree", saved)), integrity.leaf_signatures(like))
+        if differences:
+            raise ValueError(f"checkpoint {path} does not fit the state given as `like`: {differences}")
+        return checkpointer.restore(path, like)

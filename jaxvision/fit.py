@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from jaxvision import jsonio
 from jaxvision.batch import Batch, BatchAugment, Metrics
 from jaxvision.interrupts import deferred_interrupts
+from jaxvision.label_checks import check_labels, model_outputs
 from jaxvision.losses import Loss
 from jaxvision.train import EvalStep, TrainState, eval_step, make_eval_step, make_train_step
 
@@ -470,7 +471,11 @@ def evaluate(
       {"loss", "accuracy", "count"} as Python floats.
     """
     sums = None
+    outputs = None
     for batch in batches:
+        if outputs is None:
+            outputs = model_outputs(state, batch.images)
+        check_labels(batch.labels, outputs, where="an evaluation batch")
         metrics = step(state, batch)
         sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
     if sums is None:
@@ -514,9 +519,13 @@ class _SingleRun:
         self._state, self._data, self._key = state, data, key
         self._train_step, self._eval_step = train_step, eval_step_fn
         self.steps_per_epoch = int(data.steps_per_epoch)
+        self._outputs: int | None = None
 
     def steps(self, epoch: int, start: int) -> Iterator[tuple[Metrics, int]]:
         for batch in _train_batches(self._data, epoch, start):
+            if self._outputs is None:
+                self._outputs = model_outputs(self._state, batch.images)
+            check_labels(batch.labels, self._outputs, where=f"a training batch of epoch {epoch + 1}")
             self._state, metrics = self._train_step(self._state, batch, self._key)
             yield metrics, len(batch.mask)
 

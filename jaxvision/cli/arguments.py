@@ -67,3 +67,28 @@ def shape(text: str) -> tuple[int, ...]:
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"invalid shape {text!r}: expected positive integers, e.g. 224,224,3")
     return values
+
+
+# Seeds feed jax.random.key (int64) and tf.data's shuffle seed (seed * 1_000_003 + epoch, int64).
+MAX_SEED = 2**32 - 1
+
+
+def seed(text: str) -> int:
+    """An integer in [0, 2**32)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid seed {text!r}: expected an integer in [0, {MAX_SEED}], e.g. 0") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"invalid seed {value}: expected an integer in [0, {MAX_SEED}], e.g. 0")
+    return value
+
+
+def spec(text: str) -> str:
+    """A non-empty comma-separated spec such as ``flip,crop:4``: no empty items."""
+    items = [item.strip() for item in text.split(",")]
+    if not text.strip() or any(not item for item in items):
+        raise argparse.ArgumentTypeError(
+            f"invalid spec {text!r}: expected comma-separated items without empty ones, e.g. flip,crop:4"
+        )
+    return text

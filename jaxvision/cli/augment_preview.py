@@ -21,7 +21,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         epilog="augmentations (name[:magnitude], comma-separated):\n" + describe_augmentations(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--augment", required=True, help="pipeline spec, e.g. flip,crop:4,rotate:15,jitter:0.2")
+    parser.add_argument("--augment", type=arguments.spec, required=True, help="pipeline spec, e.g. flip,crop:4,rotate:15,jitter:0.2")
     parser.add_argument("--dataset", default="digits", help="TFDS name, or digits (default, offline)")
     parser.add_argument("--data-dir", default=None, help="TFDS data folder (default: $TFDS_DATA_DIR or ~/tensorflow_datasets)")
     parser.add_argument("--num-images", type=arguments.positive_int, default=8, help="rows: images from the start of the training split")

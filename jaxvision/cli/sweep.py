@@ -30,10 +30,12 @@ def _float_list(kind):
     """An argparse type for comma-separated numbers, each checked by ``kind``, e.g. ``1e-3,3e-3``."""
 
     def parse(text: str) -> list[float]:
-        parts = [p for p in text.split(",") if p.strip()]
-        if not parts:
-            raise argparse.ArgumentTypeError(f"invalid list {text!r}: expected comma-separated numbers, e.g. 1e-3,3e-3,1e-2")
-        return [kind(p.strip()) for p in parts]
+        parts = [p.strip() for p in text.split(",")]
+        if not text.strip() or not all(parts):
+            raise argparse.ArgumentTypeError(
+                f"invalid list {text!r}: expected comma-separated numbers without empty items, e.g. 1e-3,3e-3,1e-2"
+            )
+        return [kind(p) for p in parts]
 
     return parse
 
@@ -49,7 +51,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     add_training_arguments(parser)  # --patience is per member here
     parser.add_argument("--seeds", type=arguments.positive_int, default=4, help="number of seeds, 0..N-1 (default: 4)")
-    parser.add_argument("--first-seed", type=int, default=0, help="seeds are first-seed .. first-seed+N-1")
+    parser.add_argument("--first-seed", type=arguments.seed, default=0, help="seeds are first-seed .. first-seed+N-1")
     parser.add_argument("--learning-rates", type=_float_list(arguments.positive_float), default=None, help="comma-separated, e.g. 1e-3,3e-3,1e-2")
     parser.add_argument("--weight-decays", type=_float_list(arguments.non_negative_float), default=None, help="comma-separated, e.g. 0,1e-4")
     parser.add_argument("--dropout-rates", type=_float_list(arguments.dropout_rate), default=None, help="comma-separated, e.g. 0,0.25,0.5")
@@ -119,6 +121,9 @@ def run(args: argparse.Namespace) -> int:
     models.get_model(args.model, kernels=args.kernels, **overrides)  # validate names before loading any data
     if args.dropout_rates is not None:
         models.get_model(args.model, dropout_rate=args.dropout_rates[0])  # the model must have a dropout_rate field
+    if args.first_seed + args.seeds - 1 > arguments.MAX_SEED:
+        raise ValueError(f"Invalid seeds {args.first_seed}..{args.first_seed + args.seeds - 1}: the last exceeds "
+                         f"{arguments.MAX_SEED}; lower --first-seed or --seeds")
     run_dir, previous = open_run_directory(args, default_output_dir(args, prefix="sweep_"))
     if previous is not None and previous.get("status") == "complete":
         print(f"the sweep in {run_dir.path} is complete: nothing to resume (its sweep.json has the results)")

@@ -130,17 +130,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                "130 Ctrl-C and 143 SIGTERM (saved: resume with --resume).",
     )
     add_training_arguments(parser)
-    parser.add_argument("--seed", type=int, default=0, help="seeds initialisation, dropout and shuffling")
+    parser.add_argument("--seed", type=arguments.seed, default=0, help="seeds initialisation, dropout and shuffling (0 to 2**32 - 1)")
     parser.add_argument("--output-dir", default=None, help="the run folder (default: runs/<model>_<dataset>)")
     add_durability_arguments(parser)
     parser.add_argument(
         "--augment",
+        type=arguments.spec,
         default=None,
         metavar="SPEC",
         help="on-device augmentation, e.g. flip,crop:4,rotate:15 (see `jaxvision augment-preview --help` for the ops)",
     )
     parser.add_argument(
-        "--tta", default=None, metavar="VIEWS", help="also report test accuracy with test-time augmentation: 2, 10, 30, 150 or e.g. flip,crops:5"
+        "--tta", type=arguments.spec, default=None, metavar="VIEWS", help="also report test accuracy with test-time augmentation: 2, 10, 30, 150 or e.g. flip,crops:5"
     )
     parser.set_defaults(func=run)
 
