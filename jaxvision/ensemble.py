@@ -18,7 +18,6 @@ from typing import Any, Protocol
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm.auto import tqdm
 
 from jaxvision.backends.compile import compile_step
 from jaxvision.batch import Batch, BatchAugment, Metrics

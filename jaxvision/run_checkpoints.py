@@ -68,12 +68,15 @@ class RunCheckpoints:
         preservation = policies.AnyPreservationPolicy([
             policies.LatestN(n=keep),
             # Lowest validation loss first: BestN keeps the end of the sorted list.
-            policies.BestN(get_metric_fn=lambda metrics: metrics["val_loss"], reverse=True, n=1,
+            policies.BestN(get_metric_fn=_val_loss, reverse=True, n=1,
                            keep_checkpoints_without_metrics=False),
         ])
         options = ocp.CheckpointManagerOptions(
             enable_async_checkpointing=False, create=True, cleanup_tmp_directories=True,
             preservation_policy=preservation,
+            # best_fn only makes orbax write each checkpoint's metrics to disk (the policy above decides
+            # what is kept): without it a restarted manager no longer knows which checkpoint was best.
+            best_fn=_val_loss, best_mode="min",
         )
         self._ocp = ocp
         # Registered handlers let item_metadata read a saved tree's structure before restoring it.
@@ -217,6 +220,10 @@ class RunCheckpoints:
 
     def __exit__(self, *exc_info: Any) -> None:
         self.close()
+
+
+def _val_loss(metrics: dict[str, float]) -> float:
+    return metrics["val_loss"]
 
 
 def describe_setting_differences(saved: dict[str, Any], current: dict[str, Any]) -> str | None:

@@ -15,7 +15,7 @@ through ``jaxvision.backends.compile.compile_step``, the one jit of a network's 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn

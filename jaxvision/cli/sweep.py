@@ -4,7 +4,6 @@ their ensemble, and write the table to JSON."""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 
@@ -109,12 +108,6 @@ def _sequential_seconds(args, splits, members, make_model, make_optimizer) -> tu
 
 def run(args: argparse.Namespace) -> int:
     from jaxvision import models
-    from jaxvision.ensemble import fit_population
-    from jaxvision.fit import Durability, TrainingDiverged, TrainingInterrupted
-    from jaxvision.interrupts import EXIT_STATUS
-    from jaxvision.optimizers import make_optimizer
-    from jaxvision.population import create_population, member_grid
-    from jaxvision.run_record import command_line, versions, write_run_file
 
     start = time.perf_counter()
     overrides = {k: v for k, v in (("dropout_rate", args.dropout_rate), ("activation", args.activation)) if v is not None}
@@ -125,6 +118,21 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"Invalid seeds {args.first_seed}..{args.first_seed + args.seeds - 1}: the last exceeds "
                          f"{arguments.MAX_SEED}; lower --first-seed or --seeds")
     run_dir, previous = open_run_directory(args, default_output_dir(args, prefix="sweep_"))
+    try:
+        return _run_in(args, run_dir, previous, start, overrides)
+    finally:
+        run_dir.release()  # the kernel would at exit; an in-process caller may retry at once
+
+
+def _run_in(args: argparse.Namespace, run_dir, previous, start: float, overrides: dict) -> int:
+    from jaxvision import models
+    from jaxvision.ensemble import fit_population
+    from jaxvision.fit import Durability, TrainingDiverged, TrainingInterrupted
+    from jaxvision.interrupts import EXIT_STATUS
+    from jaxvision.optimizers import make_optimizer
+    from jaxvision.population import create_population, member_grid
+    from jaxvision.run_record import command_line, versions, write_run_file
+
     if previous is not None and previous.get("status") == "complete":
         print(f"the sweep in {run_dir.path} is complete: nothing to resume (its sweep.json has the results)")
         return 0

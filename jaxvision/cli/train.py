@@ -155,12 +155,7 @@ def learning_rate_at(args: argparse.Namespace, total_steps: int):
 
 
 def run(args: argparse.Namespace) -> int:
-    from jaxvision import augment, backends, models, visualize
-    from jaxvision.fit import TrainingDiverged, TrainingInterrupted, fit
-    from jaxvision.interrupts import EXIT_STATUS
-    from jaxvision.optimizers import make_optimizer
-    from jaxvision.run_record import command_line, save_model, versions, write_run_file
-    from jaxvision.train import create_train_state
+    from jaxvision import augment, models
 
     start = time.perf_counter()
     overrides = {k: v for k, v in (("dropout_rate", args.dropout_rate), ("activation", args.activation)) if v is not None}
@@ -171,6 +166,20 @@ def run(args: argparse.Namespace) -> int:
     if args.tta:
         augment.count_views(args.tta)
     run_dir, previous = open_run_directory(args, default_output_dir(args))
+    try:
+        return _run_in(args, run_dir, previous, start, overrides)
+    finally:
+        run_dir.release()  # the kernel would at exit; an in-process caller may retry at once
+
+
+def _run_in(args: argparse.Namespace, run_dir, previous, start: float, overrides: dict) -> int:
+    from jaxvision import augment, backends, models, visualize
+    from jaxvision.fit import TrainingDiverged, TrainingInterrupted, fit
+    from jaxvision.interrupts import EXIT_STATUS
+    from jaxvision.optimizers import make_optimizer
+    from jaxvision.run_record import command_line, save_model, versions, write_run_file
+    from jaxvision.train import create_train_state
+
     if previous is not None and previous.get("status") == "complete":
         print(f"the run in {run_dir.path} is complete: nothing to resume (jaxvision.load_run reads it)")
         return 0

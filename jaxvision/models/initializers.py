@@ -12,7 +12,6 @@ import math
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 from flax.traverse_util import flatten_dict, unflatten_dict
 
 

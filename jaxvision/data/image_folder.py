@@ -1,0 +1,767 @@
+"""A folder of the user's own images as train/validation/test ``tf.data`` datasets.
+
+Two layouts, told apart by the folder names directly under the root:
+
+- ``root/<class>/.../<image>``: one pool; test and validation are carved from it, stratified by class.
+- ``root/{train, val or validation, test}/<class>/.../<image>``: each split folder is used when present; a
+  missing ``val/`` or ``test/`` is carved from ``train/``, stratified by class.
+
+Images in nested subfolders of a class folder belong to that class. Class names are the sorted names of the
+training class folders; a class folder in ``val/`` or ``test/`` must also exist in ``train/``.
+
+Decoding is Pillow's, in a parallel ``tf.data`` map (Pillow releases the GIL while it decodes and resizes):
+PNG, JPEG, BMP and GIF (first frame), in any mode, with EXIF orientation applied. Every image is decoded once up
+front, before training: that pass finds bad files, computes the training split's mean and std, and fills the
+cache the epochs then read (in memory below ``memory_budget_bytes``, else a file cache on disk).
+
+Scanning and carving are plain Python (``os.walk``, sorted), so the splits depend only on the files and the seed.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import hashlib
+import math
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import tensorflow as tf
+from PIL import Image, ImageOps
+
+SPLITS = ("train", "validation", "test")
+# A file counts as an image by its extension or, failing that, by its first bytes.
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+_MAGIC_BYTES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM")
+RESIZE_MODES = ("stretch", "center-crop", "pad")
+DEFAULT_MEMORY_BUDGET_BYTES = 2 * 1024**3
+SCALE = "pixels / 255, then (x - mean) / std"
+DECODING = (
+    "Pillow; GIF: first frame; EXIF orientation applied; alpha composited on black; 16-bit scaled to 8 bits "
+    "(x * 255 / 65535); 3 -> 1 channel by ITU-R 601-2 luma; bilinear resampling (antialiased when shrinking)"
+)
+# Folder names under the root that make it a split layout, and the split each one fills.
+_SPLIT_FOLDERS = {"train": "train", "val": "validation", "validation": "validation", "test": "test"}
+# Pillow modes whose pixels are one grey value (with or without alpha).
+_GREY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
+_SIXTEEN_BIT_MODES = {"I", "I;16", "I;16L", "I;16B", "I;16N"}
+# EXIF orientations 5-8 turn the image a quarter, so height and width swap.
+_QUARTER_TURNS = {5, 6, 7, 8}
+_EXIF_ORIENTATION = 0x0112
+# Bump when decoding changes, so stale file caches are never read.
+_CACHE_VERSION = "1"
+
+
+@dataclasses.dataclass(frozen=True)
+class FolderScan:
+    """What scanning an image folder found, before any image is decoded.
+
+    Attributes:
+      root: the folder, as an absolute path.
+      layout: "flat" (``root/<class>/...``) or "splits" (``root/train/<class>/...``).
+      class_names: sorted training class folder names; a label is an index into them.
+      files: split -> absolute image paths, ordered by (label, path).
+      labels: split -> the label of each path in ``files``.
+      sources: split -> where its images come from, e.g. "val/" or "carved from train/ (10%, ...)".
+      skipped_files: absolute paths of the non-image files found (and ignored).
+    """
+
+    root: str
+    layout: str
+    class_names: tuple[str, ...]
+    files: dict[str, tuple[str, ...]]
+    labels: dict[str, tuple[int, ...]]
+    sources: dict[str, str]
+    skipped_files: tuple[str, ...]
+
+    def class_counts(self) -> dict[str, dict[str, int]]:
+        """split -> {class name: number of images}, every class listed (0 where a split has none)."""
+        return {
+            split: {name: int(n) for name, n in zip(self.class_names, np.bincount(labels, minlength=len(self.class_names)))}
+            for split, labels in ((s, np.asarray(self.labels[s], np.int64)) for s in SPLITS)
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageFolderData:
+    """An image folder decoded and checked: datasets plus what the caller reports and records.
+
+    Attributes:
+      datasets: split -> ``(image uint8 [height, width, channels], label int64)`` examples in file order,
+        bad images left out.
+      scan: the scan the datasets were built from.
+      image_shape: (height, width, channels) of every image.
+      mean, std: per-channel statistics of the training images, in [0, 1] pixel units.
+      class_counts: split -> {class name: count} of the images actually used.
+      bad_images: absolute paths of images that could not be decoded (only with ``skip_bad_images``).
+      preprocessing: how images were turned into arrays: size, resize mode, channels, and why each was chosen.
+    """
+
+    datasets: dict[str, tf.data.Dataset]
+    scan: FolderScan
+    image_shape: tuple[int, int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    class_counts: dict[str, dict[str, int]]
+    bad_images: tuple[str, ...]
+    preprocessing: dict
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Scanning: which files are images, of which class, in which split.
+
+
+def is_image_file(path: str) -> bool:
+    """True for a file named .png/.jpg/.jpeg/.bmp/.gif (any case), or one whose first bytes are such an image's."""
+    name = os.path.basename(path)
+    if name.startswith("."):  # .DS_Store, and macOS's "._photo.jpg" resource forks, which are not images
+        return False
+    if name.lower().endswith(IMAGE_EXTENSIONS):
+        return True
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError:
+        return False
+    return head.startswith(_MAGIC_BYTES)
+
+
+def _ignored_folder(name: str) -> bool:
+    # Hidden folders (.git, .ipynb_checkpoints) and zip tools' __MACOSX are never classes.
+    return name.startswith(".") or name == "__MACOSX"
+
+
+def _subfolders(path: str) -> list[str]:
+    return sorted(e.name for e in os.scandir(path) if e.is_dir() and not _ignored_folder(e.name))
+
+
+def _direct_files(path: str) -> list[str]:
+    return sorted(os.path.join(path, e.name) for e in os.scandir(path) if e.is_file())
+
+
+def _class_images(folder: str, skipped: list[str]) -> list[str]:
+    """Every image under ``folder``, nested subfolders included, sorted; non-images go to ``skipped``."""
+    images = []
+    for directory, dirs, names in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not _ignored_folder(d))  # in place: os.walk descends in this order
+        for name in sorted(names):
+            path = os.path.join(directory, name)
+            (images if is_image_file(path) else skipped).append(path)
+    return images
+
+
+def _split_folder_classes(split_dir: str, skipped: list[str]) -> dict[str, list[str]]:
+    """class name -> image paths of one folder of class folders; an empty class folder is an error."""
+    skipped.extend(_direct_files(split_dir))  # files beside the class folders belong to no class
+    classes = {}
+    for name in _subfolders(split_dir):
+        before = len(skipped)
+        images = _class_images(os.path.join(split_dir, name), skipped)
+        if not images:
+            others = len(skipped) - before
+            note = f" ({others} non-image file{'s' if others != 1 else ''} skipped)" if others else ""
+            raise ValueError(
+                f"Class folder {os.path.join(split_dir, name)} has no images{note}: expected .png, .jpg, .jpeg, .bmp "
+                "or .gif files in it. Add images or remove the folder."
+            )
+        classes[name] = images
+    return classes
+
+
+def _check_root(root: str) -> str:
+    path = os.path.abspath(os.path.expanduser(root))
+    if not os.path.exists(path):
+        raise ValueError(
+            f"Image folder {path} does not exist: expected a folder laid out as root/<class>/<image> or "
+            "root/train/<class>/<image>. Check the path (or pass a TFDS dataset name)."
+        )
+    if not os.path.isdir(path):
+        raise ValueError(
+            f"{path} is a file, not a folder: expected a folder laid out as root/<class>/<image> or "
+            "root/train/<class>/<image>. Pass the folder (extract an archive first)."
+        )
+    return path
+
+
+def _layout(root: str) -> tuple[str, dict[str, str]]:
+    """("flat", {}) or ("splits", {split: folder path}); odd split layouts are errors."""
+    folders = _subfolders(root)
+    split_folders = [f for f in folders if f.lower() in _SPLIT_FOLDERS]
+    if not split_folders:
+        return "flat", {}
+    if not any(f.lower() == "train" for f in split_folders):
+        raise ValueError(
+            f"{root} has {', '.join(f + '/' for f in split_folders)} but no train/: a split layout needs "
+            "root/train/<class>/<image>. Add train/, or lay the images out as root/<class>/<image>."
+        )
+    named: dict[str, str] = {}
+    for folder in split_folders:
+        split = _SPLIT_FOLDERS[folder.lower()]
+        if split in named:
+            raise ValueError(
+                f"{root} has both {os.path.basename(named[split])}/ and {folder}/ for the {split} split: expected one. "
+                "Merge them into one folder."
+            )
+        named[split] = os.path.join(root, folder)
+    others = [f for f in folders if f not in split_folders]
+    if others:
+        raise ValueError(
+            f"{root} mixes split folders ({', '.join(f + '/' for f in split_folders)}) with other folders "
+            f"({', '.join(f + '/' for f in others)}): expected only train/, val/ (or validation/) and test/. Move "
+            "class folders into train/ (or use the flat layout root/<class>/<image> without split folders)."
+        )
+    return "splits", named
+
+
+def _apportion(counts: Sequence[int], fraction: float) -> list[int]:
+    """Per-class shares of ``round(fraction * sum(counts))``, proportional to ``counts``.
+
+    Largest-remainder apportionment: each class gets the floor of its quota, and the images still owed go to
+    the classes with the largest remainders (ties to the lower label). Every class keeps at least one image
+    on the other side, so carving never empties a class of training images.
+    """
+    target = int(round(fraction * sum(counts)))
+    quotas = [n * fraction for n in counts]
+    shares = [min(math.floor(q), max(n - 1, 0)) for q, n in zip(quotas, counts)]
+    order = sorted(range(len(counts)), key=lambda i: (-(quotas[i] - math.floor(quotas[i])), i))
+    owed = target - sum(shares)
+    while owed > 0:
+        given = 0
+        for i in order:
+            if owed > 0 and shares[i] < counts[i] - 1:
+                shares[i] += 1
+                owed -= 1
+                given += 1
+        if not given:
+            break
+    return shares
+
+
+def _carve(
+    pool: dict[int, list[str]], fraction: float, seed: int, stream: int
+) -> tuple[dict[int, list[str]], dict[int, list[str]]]:
+    """Splits each class's paths into (kept, carved), ``fraction`` of them carved, by a seeded permutation.
+
+    Args:
+      pool: label -> sorted paths.
+      fraction: share of the pool to carve, apportioned across classes by ``_apportion``.
+      seed: with the label and ``stream``, seeds each class's permutation.
+      stream: 0 for test, 1 for validation, so the two carvings draw independent permutations.
+
+    Returns:
+      (label -> kept paths, label -> carved paths), each sorted.
+    """
+    labels = sorted(pool)
+    shares = _apportion([len(pool[label]) for label in labels], fraction)
+    kept, carved = {}, {}
+    for label, share in zip(labels, shares):
+        paths = pool[label]
+        # SeedSequence wants non-negative entropy; the modulus maps any int seed to one, deterministically.
+        order = np.random.default_rng(np.random.SeedSequence([seed % 2**64, stream, label])).permutation(len(paths))
+        carved[label] = sorted(paths[i] for i in order[:share])
+        kept[label] = sorted(paths[i] for i in order[share:])
+    return kept, carved
+
+
+def _require_images(split: str, count: int, source: str, fraction_name: str) -> None:
+    if count == 0:
+        folder = "val" if split == "validation" else split
+        raise ValueError(
+            f"Carving the {split} split ({source}) leaves it empty: too few images per class. Add images, "
+            f"raise {fraction_name}, or add a {folder}/ folder of class folders."
+        )
+
+
+def scan_image_folder(
+    root: str, *, validation_fraction: float = 0.1, test_fraction: float = 0.2, seed: int = 0
+) -> FolderScan:
+    """Finds the images of an image folder, their classes and splits (nothing is decoded).
+
+    Args:
+      root: the folder: ``root/<class>/...`` or ``root/{train,val|validation,test}/<class>/...``.
+      validation_fraction: share of the training images carved for validation when there is no ``val/``.
+      test_fraction: share of the images carved for test when there is no ``test/`` (taken first; validation
+        is then ``validation_fraction`` of the rest).
+      seed: seeds the carving: per class, a permutation seeded by (seed, label).
+
+    Returns:
+      The FolderScan.
+
+    Raises:
+      ValueError: one line, for a missing root, a file, an empty root, an empty class folder, fewer than two
+        classes, a class in val/ or test/ but not in train/, or carving that leaves a split empty.
+    """
+    root = _check_root(root)
+    if not any(not _ignored_folder(e.name) for e in os.scandir(root)):
+        raise ValueError(
+            f"Image folder {root} is empty: expected root/<class>/<image> or root/train/<class>/<image>. "
+            "Put each class's images in its own folder under it."
+        )
+    layout, split_dirs = _layout(root)
+    skipped: list[str] = _direct_files(root) if layout == "splits" else []
+    train_dir = split_dirs.get("train", root)
+    train_classes = _split_folder_classes(train_dir, skipped)
+    if not train_classes:
+        found = len(skipped)
+        raise ValueError(
+            f"{train_dir} has no class folders{f' (only {found} files directly in it)' if found else ''}: expected "
+            "one folder of images per class, root/<class>/<image>. Put each class's images in its own folder."
+        )
+    class_names = tuple(sorted(train_classes))
+    if len(class_names) < 2:
+        raise ValueError(
+            f"{train_dir}: a classifier needs at least 2 classes; found 1: {class_names[0]}. Add a folder of images "
+            "for each other class beside it."
+        )
+    label_of = {name: label for label, name in enumerate(class_names)}
+    pools: dict[str, dict[int, list[str]]] = {"train": {label_of[n]: p for n, p in train_classes.items()}}
+    sources = {"train": os.path.relpath(train_dir, root) + "/" if layout == "splits" else "root/<class>/"}
+    for split in ("validation", "test"):
+        if split not in split_dirs:
+            continue
+        classes = _split_folder_classes(split_dirs[split], skipped)
+        unknown = [name for name in classes if name not in label_of]
+        if unknown:
+            raise ValueError(
+                f"Class {unknown[0]!r} is in {os.path.join(split_dirs[split], unknown[0])} but not in {train_dir}: "
+                f"every class needs training images (training classes: {', '.join(class_names)}). Add "
+                f"{os.path.join(train_dir, unknown[0])}/ or remove it from {os.path.basename(split_dirs[split])}/."
+            )
+        if not classes:
+            raise ValueError(
+                f"{split_dirs[split]} has no class folders: expected {os.path.basename(split_dirs[split])}/<class>/<image>. "
+                "Add class folders to it or remove it (the split is then carved from train)."
+            )
+        pools[split] = {label_of[n]: p for n, p in classes.items()}
+        sources[split] = os.path.basename(split_dirs[split]) + "/"
+    carved_from = sources["train"]
+    if "test" not in pools:
+        pools["train"], pools["test"] = _carve(pools["train"], test_fraction, seed, 0)
+        sources["test"] = f"carved from {carved_from} ({test_fraction:.0%} stratified by class, seed {seed})"
+    if "validation" not in pools:
+        pools["train"], pools["validation"] = _carve(pools["train"], validation_fraction, seed, 1)
+        sources["validation"] = (
+            f"carved from {carved_from} ({validation_fraction:.0%} of the rest, stratified by class, seed {seed})"
+        )
+    files, labels = {}, {}
+    for split in SPLITS:
+        ordered = [(label, path) for label in sorted(pools[split]) for path in pools[split][label]]
+        files[split] = tuple(path for _, path in ordered)
+        labels[split] = tuple(label for label, _ in ordered)
+    _require_images("test", len(files["test"]), sources["test"], "the test fraction")
+    _require_images("validation", len(files["validation"]), sources["validation"], "validation_fraction")
+    return FolderScan(
+        root=root, layout=layout, class_names=class_names, files=files, labels=labels, sources=sources,
+        skipped_files=tuple(skipped),
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Decoding one image: Pillow, any mode, EXIF orientation, one of three resize modes.
+
+
+def _orientation(image: Image.Image) -> int:
+    try:
+        return int(image.getexif().get(_EXIF_ORIENTATION, 1))
+    except Exception:  # a broken EXIF block is no reason to refuse the pixels
+        return 1
+
+
+def _grey_palette(image: Image.Image) -> bool:
+    palette = image.getpalette() or []
+    return all(palette[i] == palette[i + 1] == palette[i + 2] for i in range(0, len(palette) - 2, 3))
+
+
+def image_header(path: str) -> tuple[int, int, bool]:
+    """(height, width, grayscale-like) of an image, as it will be decoded, from its header only.
+
+    Height and width are after EXIF orientation. Grayscale-like: a grey mode (1, L, LA, I, I;16, F) or a
+    palette of grey entries only; an RGB file whose pixels happen to be grey is not.
+    """
+    with Image.open(path) as image:
+        width, height = image.size
+        if _orientation(image) in _QUARTER_TURNS:
+            width, height = height, width
+        grey = image.mode in _GREY_MODES or (image.mode in ("P", "PA") and _grey_palette(image))
+    return height, width, grey
+
+
+def _to_mode(image: Image.Image, channels: int) -> Image.Image:
+    """``image`` as 8-bit "L" (channels 1) or "RGB" (channels 3); alpha composited on black."""
+    if image.mode in _SIXTEEN_BIT_MODES:
+        pixels = np.asarray(image, np.float64)
+        image = Image.fromarray(np.round(np.clip(pixels, 0, 65535) * (255 / 65535)).astype(np.uint8), "L")
+    elif image.mode == "F":
+        image = Image.fromarray(np.round(np.clip(np.asarray(image), 0, 255)).astype(np.uint8), "L")
+    if "A" in image.mode or "a" in image.mode or "transparency" in image.info:
+        # Transparent pixels carry arbitrary colours; compositing on black shows what a viewer shows on black,
+        # and matches the zeros that padding adds.
+        rgba = image.convert("RGBA")
+        image = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba)
+    return image.convert("L" if channels == 1 else "RGB")
+
+
+def _scaled_size(height: int, width: int, scale: float) -> tuple[int, int]:
+    return max(1, int(round(height * scale))), max(1, int(round(width * scale)))
+
+
+def _resampled_size(height: int, width: int, size: tuple[int, int], resize: str) -> tuple[int, int]:
+    """The (height, width) an image is resampled to before cropping or padding to ``size``."""
+    target_height, target_width = size
+    if resize == "stretch":
+        return target_height, target_width
+    if resize == "center-crop":
+        # Cover the target (the shorter side, relative to the target, fits), as torchvision's eval transform.
+        scaled = _scaled_size(height, width, max(target_height / height, target_width / width))
+        return max(scaled[0], target_height), max(scaled[1], target_width)
+    scaled = _scaled_size(height, width, min(target_height / height, target_width / width))
+    return min(scaled[0], target_height), min(scaled[1], target_width)
+
+
+def resize_image(image: Image.Image, size: tuple[int, int], resize: str) -> Image.Image:
+    """``image`` at ``size`` (height, width).
+
+    Args:
+      image: an "L" or "RGB" Pillow image.
+      size: (height, width) of the result.
+      resize: "stretch" (ignore the aspect ratio), "center-crop" (scale to cover, crop the centre, as
+        torchvision's Resize + CenterCrop), or "pad" (scale to fit, letterbox with zeros, centred).
+
+    Returns:
+      The resized image, same mode; bilinear resampling, antialiased when shrinking (Pillow's).
+    """
+    target_height, target_width = size
+    height, width = _resampled_size(image.height, image.width, size, resize)
+    if (height, width) != (image.height, image.width):
+        image = image.resize((width, height), Image.Resampling.BILINEAR)
+    if resize == "center-crop":
+        # torchvision's CenterCrop rounds the offsets the same way.
+        top, left = int(round((height - target_height) / 2)), int(round((width - target_width) / 2))
+        image = image.crop((left, top, left + target_width, top + target_height))
+    elif resize == "pad":
+        canvas = Image.new(image.mode, (target_width, target_height), 0)
+        canvas.paste(image, ((target_width - width) // 2, (target_height - height) // 2))
+        image = canvas
+    return image
+
+
+def decode_image(path: str, *, image_size: tuple[int, int], resize: str = "stretch", channels: int = 3) -> np.ndarray:
+    """Decodes one image file to the pipeline's uint8 array.
+
+    Args:
+      path: a PNG, JPEG, BMP or GIF (first frame) file, in any mode.
+      image_size: (height, width) of the result.
+      resize: "stretch", "center-crop" or "pad" (see ``resize_image``).
+      channels: 1 (grey, ITU-R 601-2 luma) or 3 (RGB).
+
+    Returns:
+      [height, width, channels] uint8, EXIF orientation applied.
+
+    Raises:
+      Whatever Pillow raises for a file it cannot read (OSError, SyntaxError, ValueError, ...).
+    """
+    with Image.open(path) as image:
+        image.seek(0)  # the first frame of an animated GIF
+        orientation = _orientation(image)
+        if image.format == "JPEG":
+            # JPEG can decode at 1/2, 1/4 or 1/8 scale for almost nothing; ask for no less than the resampled
+            # size (in the file's own orientation), so quality is kept and large photos decode many times faster.
+            height, width = image.height, image.width
+            if orientation in _QUARTER_TURNS:
+                height, width = width, height
+            needed = _resampled_size(height, width, tuple(image_size), resize)
+            image.draft(None, (needed[1], needed[0]) if orientation not in _QUARTER_TURNS else needed)
+        image.load()
+        image = ImageOps.exif_transpose(image)
+        image = resize_image(_to_mode(image, channels), tuple(image_size), resize)
+    array = np.asarray(image, np.uint8)
+    return array[:, :, None] if array.ndim == 2 else array
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return f"{type(error).__name__}: {text}"
+
+
+def _try_decode(path: bytes, image_size, resize: str, channels: int) -> tuple[np.ndarray, np.bool_]:
+    try:
+        return decode_image(path.decode(), image_size=image_size, resize=resize, channels=channels), np.True_
+    except Exception:  # noqa: BLE001 - any failure marks the file bad; the check pass names it
+        return np.zeros((*image_size, channels), np.uint8), np.False_
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Defaults chosen from the training images' headers.
+
+
+def _headers(paths: Sequence[str]) -> list[tuple[int, int, bool] | None]:
+    def header(path):
+        try:
+            return image_header(path)
+        except Exception:  # noqa: BLE001 - the decode pass reports the file by name
+            return None
+
+    # Opening headers is I/O-bound: threads overlap the file reads.
+    with ThreadPoolExecutor(max_workers=min(16, 2 * (os.cpu_count() or 1))) as pool:
+        return list(pool.map(header, paths))
+
+
+def _default_size(headers, count: int) -> tuple[tuple[int, int], str]:
+    sizes = collections.Counter((h, w) for h, w, _ in headers)
+    if not sizes:
+        raise ValueError("No training image could be read; pass image_size=(height, width) or fix the files.")
+    # Most common; ties go to the larger image, then the taller, so the choice never depends on file order.
+    (height, width), n = max(sizes.items(), key=lambda item: (item[1], item[0][0] * item[0][1], item[0]))
+    if len(sizes) == 1:
+        why = f"default: every training image is {height}x{width}"
+    else:
+        why = (f"default: the most common size of the training images ({n} of {count} are {height}x{width}; "
+               f"{len(sizes)} sizes in all)")
+    return (height, width), why
+
+
+def _default_channels(headers) -> tuple[int, str]:
+    if headers and all(grey for _, _, grey in headers):
+        return 1, "default: every training image is grayscale"
+    colour = sum(1 for _, _, grey in headers if not grey)
+    return 3, f"default: {colour} training image{'s are' if colour != 1 else ' is'} in colour"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The datasets: decode once, check, count, cache.
+
+
+def _cache_root() -> str:
+    base = os.environ.get("JAXVISION_CACHE_DIR") or os.path.join(tempfile.gettempdir(), "jaxvision")
+    return os.path.join(base, "image_folders")
+
+
+def _cache_key(paths: Sequence[str], labels: Sequence[int], image_size, resize: str, channels: int) -> str:
+    digest = hashlib.sha256(f"{_CACHE_VERSION}|{tuple(image_size)}|{resize}|{channels}".encode())
+    for path, label in zip(paths, labels):
+        stat = os.stat(path)
+        # Size and modification time: a file edited in place gets a new cache, never stale pixels.
+        digest.update(f"\0{path}\0{label}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()[:32]
+
+
+def _decoded(paths, labels, image_size, resize: str, channels: int) -> tf.data.Dataset:
+    """(image uint8 [h, w, c], ok bool, label int64) per file, decoded by Pillow in a parallel map."""
+    height, width = image_size
+
+    def decode(path):
+        image, ok = tf.numpy_function(
+            lambda p: _try_decode(p, (height, width), resize, channels), [path], [tf.uint8, tf.bool], stateful=False
+        )
+        image.set_shape([height, width, channels])
+        ok.set_shape([])
+        return image, ok
+
+    files = tf.data.Dataset.from_tensor_slices(list(paths))
+    decoded = files.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return tf.data.Dataset.zip((decoded, tf.data.Dataset.from_tensor_slices(np.asarray(labels, np.int64)))).map(
+        lambda image_ok, label: (image_ok[0], image_ok[1], label)
+    )
+
+
+def _check_pass(dataset: tf.data.Dataset, labels: Sequence[int], *, statistics: bool):
+    """Reads ``dataset`` once, filling its cache: ok flags [n] bool and, if asked, per-channel sums of the ok
+    images (sum, sum of squares, pixel count) in [0, 1] units, float64."""
+    flags = []
+    total = total_sq = 0.0
+    pixels = 0
+    for images, ok, _ in dataset.batch(256).prefetch(2).as_numpy_iterator():
+        flags.append(ok)
+        if statistics and ok.any():
+            good = images[ok].reshape(-1, images.shape[-1]).astype(np.float64) / 255.0
+            total = total + good.sum(0)
+            total_sq = total_sq + (good**2).sum(0)
+            pixels += good.shape[0]
+    flags = np.concatenate(flags) if flags else np.zeros(0, bool)
+    return flags, (total, total_sq, pixels)
+
+
+def _cached_splits(scan, image_size, resize, channels, in_memory: bool):
+    """split -> the decoded dataset, cached, and the check pass's flags and statistics; file caches are written
+    to a private folder and renamed into place once complete, so an interrupted run never leaves half a cache."""
+    results = {}
+    for split in SPLITS:
+        paths, labels = scan.files[split], scan.labels[split]
+        decoded = _decoded(paths, labels, image_size, resize, channels)
+        if in_memory:
+            cached = decoded.cache()
+            results[split] = (cached, *_check_pass(cached, labels, statistics=split == "train"), None)
+            continue
+        root = _cache_root()
+        final = os.path.join(root, _cache_key(paths, labels, image_size, resize, channels))
+        if not os.path.isfile(os.path.join(final, "cache.index")):
+            staging = f"{final}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            try:
+                os.makedirs(staging)
+            except OSError as error:
+                raise ValueError(
+                    f"Cannot write the image cache under {root} ({_one_line(error)}): the folder is above "
+                    "memory_budget_bytes, so decoded images go to disk. Set JAXVISION_CACHE_DIR to a writable folder."
+                ) from None
+            try:
+                _check_pass(decoded.cache(os.path.join(staging, "cache")), labels, statistics=False)
+                try:
+                    os.rename(staging, final)
+                except OSError:  # another process finished the same cache first; theirs is as good
+                    pass
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+        cached = decoded.cache(os.path.join(final, "cache"))
+        # Reading the finished cache back is the check pass: the flags and statistics come from what epochs read.
+        results[split] = (cached, *_check_pass(cached, labels, statistics=split == "train"), final)
+    return results
+
+
+def _bad_image_error(paths: Sequence[str], image_size, resize, channels) -> ValueError:
+    try:
+        decode_image(paths[0], image_size=image_size, resize=resize, channels=channels)
+        reason = "it could not be decoded"
+    except Exception as error:  # noqa: BLE001 - the message is the point
+        reason = _one_line(error)
+    more = f"; {len(paths) - 1} more bad image{'s' if len(paths) > 2 else ''} (next: {paths[1]})" if len(paths) > 1 else ""
+    return ValueError(
+        f"Cannot decode image {paths[0]} ({reason}){more}. Replace or remove it, or pass skip_bad_images=True "
+        "(--skip-bad-images) to train without such files."
+    )
+
+
+def _check_size(image_size) -> tuple[int, int] | None:
+    if image_size is None:
+        return None
+    values = (image_size,) if isinstance(image_size, (int, np.integer)) else tuple(image_size)
+    if len(values) == 1:
+        values = values * 2
+    if len(values) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in values):
+        raise ValueError(
+            f"Invalid image_size={image_size!r}: expected a positive int or (height, width) of positive ints, "
+            "e.g. 224 or (224, 224)."
+        )
+    return int(values[0]), int(values[1])
+
+
+def check_folder_options(image_size, resize: str, channels, memory_budget_bytes) -> tuple[int, int] | None:
+    """Validates the image-folder options; returns ``image_size`` as (height, width) or None.
+
+    Raises:
+      ValueError: one line naming the bad option, what was expected, and an example.
+    """
+    size = _check_size(image_size)
+    if resize not in RESIZE_MODES:
+        raise ValueError(f"Invalid resize={resize!r}: expected one of {', '.join(RESIZE_MODES)}, e.g. 'center-crop'.")
+    if channels not in (None, 1, 3) or isinstance(channels, bool):
+        raise ValueError(f"Invalid channels={channels!r}: expected 1 (grey), 3 (RGB) or None (chosen from the images).")
+    if isinstance(memory_budget_bytes, bool) or not isinstance(memory_budget_bytes, (int, np.integer)) or memory_budget_bytes < 0:
+        raise ValueError(
+            f"Invalid memory_budget_bytes={memory_budget_bytes!r}: expected a non-negative int, e.g. {DEFAULT_MEMORY_BUDGET_BYTES} (2 GiB)."
+        )
+    return size
+
+
+def load_image_folder(
+    root: str,
+    *,
+    validation_fraction: float = 0.1,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    image_size: int | Sequence[int] | None = None,
+    resize: str = "stretch",
+    channels: int | None = None,
+    skip_bad_images: bool = False,
+    memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET_BYTES,
+) -> ImageFolderData:
+    """Scans, decodes and checks an image folder; every error is raised here, before any training.
+
+    Args:
+      root: ``root/<class>/...`` or ``root/{train,val|validation,test}/<class>/...`` (see the module docstring).
+      validation_fraction, test_fraction, seed: how missing splits are carved (see ``scan_image_folder``).
+      image_size: (height, width), or one int for a square. Default: the most common size among the training
+        images (ties to the larger); ``preprocessing["image_size_chosen"]`` says which and why.
+      resize: "stretch", "center-crop" or "pad" (see ``resize_image``).
+      channels: 1 or 3. Default: 1 if every training image is grayscale-like by its header (grey mode or grey
+        palette), else 3.
+      skip_bad_images: leave out images that cannot be decoded (listed in ``bad_images``) instead of raising.
+      memory_budget_bytes: decoded uint8 images of all splits up to this size stay in memory; above it they are
+        cached to a file under $JAXVISION_CACHE_DIR/image_folders (else the temp dir), keyed by a hash of the
+        files (paths, sizes, modification times), size, resize mode and channels, and read from disk each epoch.
+
+    Returns:
+      The ImageFolderData.
+
+    Raises:
+      ValueError: one line, for a bad option, a bad layout (see ``scan_image_folder``), or a bad image (the file's
+        full path) without ``skip_bad_images``.
+    """
+    size = check_folder_options(image_size, resize, channels, memory_budget_bytes)
+    scan = scan_image_folder(root, validation_fraction=validation_fraction, test_fraction=test_fraction, seed=seed)
+    train_files = scan.files["train"]
+    size_chosen = f"given: image_size={image_size!r}"
+    channels_chosen = f"given: channels={channels}"
+    if size is None or channels is None:
+        headers = [h for h in _headers(train_files) if h is not None]
+        if size is None:
+            size, size_chosen = _default_size(headers, len(train_files))
+        if channels is None:
+            channels, channels_chosen = _default_channels(headers)
+    height, width = size
+    total_bytes = sum(len(scan.files[s]) for s in SPLITS) * height * width * channels
+    in_memory = total_bytes <= memory_budget_bytes
+    results = _cached_splits(scan, size, resize, channels, in_memory)
+
+    bad = [path for split in SPLITS for path, ok in zip(scan.files[split], results[split][1]) if not ok]
+    if bad and not skip_bad_images:
+        raise _bad_image_error(bad, size, resize, channels)
+    datasets, class_counts = {}, {}
+    for split in SPLITS:
+        cached, ok, _, _ = results[split]
+        labels = np.asarray(scan.labels[split], np.int64)[ok]
+        counts = np.bincount(labels, minlength=len(scan.class_names))
+        class_counts[split] = {name: int(n) for name, n in zip(scan.class_names, counts)}
+        if len(labels) == 0:
+            raise ValueError(
+                f"Every {split} image of {scan.root} is bad ({len(ok)} skipped): nothing is left to "
+                f"{'train on' if split == 'train' else 'evaluate'}. Replace the files."
+            )
+        datasets[split] = cached.filter(lambda image, good, label: good).map(lambda image, good, label: (image, label))
+    empty = [name for name, n in class_counts["train"].items() if n == 0]
+    if empty:
+        raise ValueError(
+            f"Every training image of class {empty[0]!r} is bad (skipped): the class cannot be learned. "
+            f"Replace its files in {scan.root}, or remove the class."
+        )
+    total, total_sq, pixels = results["train"][2]
+    mean = total / pixels
+    std = np.sqrt(np.maximum(total_sq / pixels - mean**2, 1e-12))
+    cache_dirs = [results[s][3] for s in SPLITS]
+    preprocessing = {
+        "image_size": [height, width],
+        "image_size_chosen": size_chosen,
+        "resize": resize,
+        "channels": channels,
+        "channels_chosen": channels_chosen,
+        "scale": SCALE,
+        "decoding": DECODING,
+        "layout": scan.layout,
+        "splits": dict(scan.sources),
+        "storage": ("memory" if in_memory else "file cache: " + ", ".join(cache_dirs))
+        + f" ({total_bytes} bytes decoded; memory_budget_bytes={memory_budget_bytes})",
+    }
+    return ImageFolderData(
+        datasets=datasets,
+        scan=scan,
+        image_shape=(height, width, channels),
+        mean=tuple(float(m) for m in mean),
+        std=tuple(float(s) for s in std),
+        class_counts=class_counts,
+        bad_images=tuple(bad),
+        preprocessing=preprocessing,
+    )
