@@ -8,6 +8,7 @@ it for as long as the process lives. The kernel drops that lock when the process
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import fcntl
@@ -39,15 +40,26 @@ class RunDirectory:
     path: str
     resumed: bool
     _lock_fd: int | None = None
+    created: bool = False
 
     def file(self, name: str) -> str:
         return os.path.join(self.path, name)
 
     def release(self) -> None:
-        """Drops the lock (it is dropped anyway when the process ends)."""
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        """Drops the lock (the kernel drops it anyway when the process ends).
+
+        A run that stopped before writing anything (bad input found after the folder was checked)
+        leaves nothing behind: its lock file goes, and the folder too if this run created it.
+        """
+        if self._lock_fd is None:
+            return
+        if not holds_run(self.path):
+            _remove_quietly(os.path.join(self.path, LOCK_FILE))
+            if self.created:
+                with contextlib.suppress(OSError):  # not empty: something else lives there
+                    os.rmdir(self.path)
+        os.close(self._lock_fd)
+        self._lock_fd = None
 
 
 def holds_run(path: str) -> bool:
@@ -92,6 +104,7 @@ def prepare_run_directory(path: str, *, resume: bool = False, overwrite: bool = 
         raise RunDirectoryError("--resume and --overwrite exclude each other: continue the run, or replace it")
     if os.path.exists(path) and not os.path.isdir(path):
         raise RunDirectoryError(f"--output-dir {path} is a file, not a folder: pick another path, or remove the file")
+    created = not os.path.exists(path)
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as error:
@@ -115,9 +128,14 @@ def prepare_run_directory(path: str, *, resume: bool = False, overwrite: bool = 
         if overwrite:
             remove_run(path)
     except BaseException:
-        os.close(fd)
+        RunDirectory(path=path, resumed=False, _lock_fd=fd, created=created).release()
         raise
-    return RunDirectory(path=path, resumed=resume, _lock_fd=fd)
+    return RunDirectory(path=path, resumed=resume, _lock_fd=fd, created=created)
+
+
+def _remove_quietly(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(path)
 
 
 def remove_run(path: str) -> None:

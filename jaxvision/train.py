@@ -28,6 +28,7 @@ from flax.training import train_state
 from jaxvision.backends.compile import compile_step, initialization_compiler_options
 from jaxvision.batch import Batch, BatchAugment, Metrics
 from jaxvision.losses import Loss, get_loss, hard_labels, predicted_classes
+from jaxvision.models.input_size import check_input_size
 
 
 class TrainState(train_state.TrainState):
@@ -78,6 +79,10 @@ def create_train_state(
     """
     if isinstance(key, jax.core.Tracer):  # inside someone's jit or vmap: part of their program
         return _initializer(model, input_shape, optimizer)(key)
+    if len(input_shape) == 3:
+        # A map that collapses to 0x0 inside the network fails in init (or trains NaN): say so first.
+        check_input_size(model, type(model).__name__, tuple(input_shape),
+                         fix="Resize the images, e.g. jaxvision.data.load_splits(..., image_size=({height}, {width})).")
     return compile_initialization(lower_train_state(model, input_shape, optimizer, key), model)(key)
 
 

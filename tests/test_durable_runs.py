@@ -507,9 +507,10 @@ def test_a_second_run_in_a_locked_folder_is_refused(tmp_path, capsys, no_data):
         assert run_cli(["train", *ARGS, "--output-dir", str(tmp_path / "run")]) == 2
         line = one_line(capsys.readouterr().err)
         assert f"another jaxvision run (pid {os.getpid()})" in line and str(tmp_path / "run") in line
+        assert sorted(os.listdir(tmp_path / "run")) == [".jaxvision.lock"]  # nothing else was written
     finally:
         holder.release()
-    assert sorted(os.listdir(tmp_path / "run")) == [".jaxvision.lock"]  # nothing else was written
+    assert not os.path.exists(tmp_path / "run")  # the holder created it and wrote nothing: it is gone
 
 
 def test_main_releases_the_output_folder_when_it_returns(reference):

@@ -92,3 +92,14 @@ def spec(text: str) -> str:
             f"invalid spec {text!r}: expected comma-separated items without empty ones, e.g. flip,crop:4"
         )
     return text
+
+
+def image_size(text: str) -> tuple[int, int]:
+    """``H`` (a square) or ``H,W``: positive integers."""
+    try:
+        values = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid image size {text!r}: expected H or H,W, e.g. 32 or 224,224") from None
+    if len(values) not in (1, 2) or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"invalid image size {text!r}: expected H or H,W, e.g. 32 or 224,224")
+    return (values[0], values[0]) if len(values) == 1 else values

@@ -28,10 +28,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from jaxvision.models import get_model
+    from jaxvision.models.input_size import check_input_size
     from jaxvision.models.registry import default_num_classes
     from jaxvision.models.summary import summary
 
+    # arguments.shape accepts any number of sizes; the table needs exactly one image's.
+    if len(args.input_shape) != 3:
+        raise ValueError(
+            f"Invalid --input-shape {','.join(map(str, args.input_shape))}: expected H,W,C (3 sizes, got "
+            f"{len(args.input_shape)}), e.g. 224,224,3."
+        )
     num_classes = args.num_classes if args.num_classes is not None else default_num_classes(args.model)
     model = get_model(args.model, num_classes=num_classes)
+    # Before tracing: a 0x0 map would otherwise make a table of empty layers or a ZeroDivisionError.
+    check_input_size(
+        model, args.model, args.input_shape, fix="Pass --input-shape {height},{width},{channels} or larger."
+    )
     print(summary(model, args.input_shape, batch_size=args.batch_size))
     return 0

@@ -129,6 +129,7 @@ def _run_in(args: argparse.Namespace, run_dir, previous, start: float, overrides
     from jaxvision.ensemble import fit_population
     from jaxvision.fit import Durability, TrainingDiverged, TrainingInterrupted
     from jaxvision.interrupts import EXIT_STATUS
+    from jaxvision.models.input_size import check_input_size
     from jaxvision.optimizers import make_optimizer
     from jaxvision.population import create_population, member_grid
     from jaxvision.run_record import command_line, versions, write_run_file
@@ -160,6 +161,7 @@ def _run_in(args: argparse.Namespace, run_dir, previous, start: float, overrides
             momentum=args.momentum,
         )
 
+    check_input_size(make_model(), args.model, meta.image_shape)  # before anything compiles
     population = create_population(make_model(), meta.image_shape, make_member_optimizer(), members)
     record = {
         "kind": "sweep",

@@ -34,6 +34,15 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--activation", default=None, help="overrides the model's activation (relu, tanh, elu, ...)")
     parser.add_argument("--data-dir", default=None, help="TFDS data folder (default: $TFDS_DATA_DIR or ~/tensorflow_datasets)")
     parser.add_argument("--validation-fraction", type=arguments.open_fraction, default=0.1)
+    parser.add_argument("--image-size", type=arguments.image_size, default=None, metavar="H[,W]",
+                        help="resize every image to H x W (default: the dataset's own size; for an image folder, "
+                             "the most common size of its training images)")
+    parser.add_argument("--resize", choices=("stretch", "center-crop", "pad"), default="stretch",
+                        help="image folders: how --image-size is reached (default: stretch)")
+    parser.add_argument("--channels", type=int, choices=(1, 3), default=None,
+                        help="image folders: 1 (grey) or 3 (RGB) (default: 1 if every training image is grey, else 3)")
+    parser.add_argument("--skip-bad-images", action="store_true",
+                        help="image folders: skip (and count) images that cannot be decoded, instead of stopping")
     parser.add_argument("--patience", type=arguments.positive_int, default=None, help="early-stopping patience in epochs (default: off)")
     parser.add_argument(
         "--kernels", choices=("auto", "reference", "cpu"), default="auto",
@@ -54,7 +63,37 @@ def load_training_data(args: argparse.Namespace, *, seed: int):
         validation_fraction=args.validation_fraction,
         seed=seed,
         data_dir=args.data_dir,
+        image_size=args.image_size,
+        resize=args.resize,
+        channels=args.channels,
+        skip_bad_images=args.skip_bad_images,
     )
+
+
+def describe_data(meta) -> list[str]:
+    """The lines that say how the images were prepared and how many of each class every split has."""
+    preprocessing = meta.preprocessing or {}
+    lines = []
+    if preprocessing:
+        size = preprocessing.get("image_size")
+        chosen = preprocessing.get("image_size_chosen")
+        lines.append(f"images: {size[0]}x{size[1]}" if size else "images:")
+        if chosen:
+            lines[-1] += f" ({chosen})"
+        lines[-1] += f", {preprocessing.get('channels', meta.image_shape[-1])} channel(s)"
+        if preprocessing.get("channels_chosen"):
+            lines[-1] += f" ({preprocessing['channels_chosen']})"
+    if meta.skipped_files or meta.bad_images:
+        lines.append(f"skipped {meta.skipped_files} non-image file(s) and {len(meta.bad_images)} undecodable image(s)"
+                     + (f": {', '.join(meta.bad_images[:5])}" + (" ..." if len(meta.bad_images) > 5 else "")
+                        if meta.bad_images else ""))
+    for split, counts in (meta.class_counts or {}).items():
+        if len(counts) <= 20:
+            lines.append(f"{split}: " + ", ".join(f"{name} {count}" for name, count in counts.items()))
+        else:
+            values = list(counts.values())
+            lines.append(f"{split}: {len(counts)} classes, {min(values)} to {max(values)} images each")
+    return lines
 
 
 # Exit statuses besides 0 (success) and 2 (bad input); SIGINT and SIGTERM give 130 and 143.
@@ -62,6 +101,7 @@ EXIT_DIVERGED = 3
 # What a resumed run must share with the run it continues (names of `jaxvision train` options).
 RESUME_SETTINGS = ("model", "dataset", "epochs", "batch_size", "eval_batch_size", "optimizer", "learning_rate",
                    "schedule", "weight_decay", "momentum", "loss", "dropout_rate", "activation", "validation_fraction",
+                   "image_size", "resize", "channels", "skip_bad_images",
                    "patience", "kernels", "seed", "augment", "first_seed", "seeds", "learning_rates",
                    "weight_decays", "dropout_rates", "strategy")
 
@@ -176,6 +216,7 @@ def _run_in(args: argparse.Namespace, run_dir, previous, start: float, overrides
     from jaxvision import augment, backends, models, visualize
     from jaxvision.fit import TrainingDiverged, TrainingInterrupted, fit
     from jaxvision.interrupts import EXIT_STATUS
+    from jaxvision.models.input_size import check_input_size
     from jaxvision.optimizers import make_optimizer
     from jaxvision.run_record import command_line, save_model, versions, write_run_file
     from jaxvision.train import create_train_state
@@ -187,6 +228,7 @@ def _run_in(args: argparse.Namespace, run_dir, previous, start: float, overrides
     meta = splits.meta
     model_arguments = {"num_classes": meta.num_classes, **overrides}
     model = models.get_model(args.model, kernels=args.kernels, **model_arguments)
+    check_input_size(model, args.model, meta.image_shape)  # before anything compiles
     total_steps = args.epochs * splits.steps_per_epoch
     optimizer = make_optimizer(
         args.optimizer,
@@ -213,6 +255,10 @@ def _run_in(args: argparse.Namespace, run_dir, previous, start: float, overrides
         "dataset": {"name": meta.name, "train": meta.num_train, "validation": meta.num_validation, "test": meta.num_test,
                     "validation_fraction": args.validation_fraction},
         "normalization": {"mean": list(meta.mean), "std": list(meta.std), "scale": "pixels / 255, then (x - mean) / std"},
+        "preprocessing": meta.preprocessing,
+        "class_counts": meta.class_counts,
+        "skipped_files": meta.skipped_files,
+        "bad_images": list(meta.bad_images),
         "optimizer": {"name": args.optimizer, "learning_rate": args.learning_rate, "schedule": args.schedule,
                       "total_steps": total_steps, "weight_decay": args.weight_decay, "momentum": args.momentum},
         "training": {"epochs": args.epochs, "batch_size": splits.batch_size, "steps_per_epoch": splits.steps_per_epoch,
@@ -227,6 +273,8 @@ def _run_in(args: argparse.Namespace, run_dir, previous, start: float, overrides
         f"{args.model} on {meta.name}: {meta.num_train} train / {meta.num_validation} validation / {meta.num_test} test "
         f"images {meta.image_shape}, {meta.num_classes} classes, {splits.steps_per_epoch} steps per epoch"
     )
+    for line in describe_data(meta):
+        print(line)
     try:
         result = fit(
             state, splits, epochs=args.epochs, key=train_key, loss=args.loss, augment=pipeline, patience=args.patience,

@@ -2,7 +2,8 @@
 
 Any TFDS image-classification dataset works by its catalog name (mnist, fashion_mnist, cifar10,
 cifar100, eurosat, ...), plus ``digits``, scikit-learn's bundled 8x8 digits, the offline default, and
-a folder of the user's own images laid out as ``root/<split>/<class name>/<image>`` (TFDS ImageFolder).
+a folder of the user's own images, ``root/<class>/<image>`` or ``root/{train,val,test}/<class>/<image>``
+(read by ``jaxvision.data.image_folder``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import tensorflow_datasets as tfds
 
 from jaxvision._suggest import unknown_name_error
 from jaxvision.data import digits as _digits  # registers the ``digits`` builder with TFDS
+from jaxvision.data import image_folder as _image_folder
 from jaxvision.batch import Batch
 
 # tf.data only feeds the host; any accelerator belongs to JAX.
@@ -45,6 +47,14 @@ class DatasetMeta:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     class_names: tuple[str, ...]
+    # split -> {class name: number of examples}, for "train", "validation" and "test".
+    class_counts: dict = dataclasses.field(default_factory=dict, hash=False)
+    # Non-image files found in an image folder and ignored (0 for TFDS datasets).
+    skipped_files: int = 0
+    # Full paths of an image folder's images that could not be decoded and were left out (skip_bad_images).
+    bad_images: tuple[str, ...] = ()
+    # How images became arrays: image_size and image_size_chosen, resize, channels and channels_chosen, scale, ...
+    preprocessing: dict = dataclasses.field(default_factory=dict, hash=False)
 
 
 def resolve_data_dir(data_dir: str | None = None) -> str | None:
@@ -257,6 +267,61 @@ class Splits:
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
+def _is_folder(name: str) -> bool:
+    """True when ``name`` is a path rather than a TFDS name: it exists, or it is spelled like a path."""
+    if os.path.exists(os.path.expanduser(name)):
+        return True
+    if name in (".", "..") or name.startswith(("/", "./", "../", "~")):
+        return True
+    # "emnist/letters" is a TFDS config; "data/photos" is a path when data/ is a folder here.
+    parts = name.replace(os.sep, "/").split("/", 1)
+    return len(parts) == 2 and os.path.isdir(parts[0])
+
+
+def _per_channel(values: Sequence[float] | float, channels: int, what: str, *, positive: bool) -> tuple[float, ...]:
+    array = np.asarray(values, np.float64).reshape(-1)
+    if array.size not in (1, channels) or not np.all(np.isfinite(array)) or (positive and not np.all(array > 0)):
+        kind = "positive finite" if positive else "finite"
+        raise ValueError(
+            f"Invalid {what}={[float(v) for v in array]}: expected 1 or {channels} {kind} numbers (one per channel) "
+            f"in [0, 1] pixel units, e.g. {what}=[{0.25 if positive else 0.5}]."
+        )
+    return tuple(float(v) for v in np.broadcast_to(array, (channels,)))
+
+
+def _folder_splits(
+    name: str, *, batch_size: int, eval_batch_size: int, validation_fraction: float, seed: int,
+    mean: Sequence[float] | None, std: Sequence[float] | None, **folder_options,
+) -> Splits:
+    folder = _image_folder.load_image_folder(
+        name, validation_fraction=validation_fraction, test_fraction=CARVED_TEST_FRACTION, seed=seed, **folder_options
+    )
+    channels = folder.image_shape[-1]
+    counts = {split: sum(per_class.values()) for split, per_class in folder.class_counts.items()}
+    meta = DatasetMeta(
+        name=name,
+        image_shape=folder.image_shape,
+        num_classes=len(folder.scan.class_names),
+        num_train=counts["train"],
+        num_validation=counts["validation"],
+        num_test=counts["test"],
+        mean=_per_channel(folder.mean if mean is None else mean, channels, "mean", positive=False),
+        std=_per_channel(folder.std if std is None else std, channels, "std", positive=True),
+        class_names=folder.scan.class_names,
+        class_counts=folder.class_counts,
+        skipped_files=len(folder.scan.skipped_files),
+        bad_images=folder.bad_images,
+        preprocessing=folder.preprocessing,
+    )
+    return Splits(
+        meta=meta,
+        batch_size=min(batch_size, meta.num_train),
+        eval_batch_size=eval_batch_size,
+        seed=seed,
+        _datasets=dict(folder.datasets),
+    )
+
+
 def load_splits(
     name: str,
     *,
@@ -265,57 +330,100 @@ def load_splits(
     validation_fraction: float = 0.1,
     seed: int = 0,
     data_dir: str | None = None,
-    image_size: Sequence[int] | None = None,
+    image_size: int | Sequence[int] | None = None,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
+    resize: str = "stretch",
+    channels: int | None = None,
+    skip_bad_images: bool = False,
+    memory_budget_bytes: int = _image_folder.DEFAULT_MEMORY_BUDGET_BYTES,
 ) -> Splits:
     """Loads a dataset's train/validation/test splits, ready to iterate.
 
     Args:
-      name: TFDS catalog name, "digits", or an image folder's path (``root/<split>/<class>/<file>``;
-        without ``image_size`` every image is resized to the first one's size).
+      name: TFDS catalog name, "digits", or an image folder's path: ``root/<class>/<image>`` (validation and
+        test carved from it, stratified by class) or ``root/{train,val|validation,test}/<class>/<image>``
+        (see ``jaxvision.data.image_folder``).
       batch_size: training batch size; one at least the training set's size is full-batch gradient
         descent, 1 is single-example SGD.
       eval_batch_size: batch size of validation and test evaluation.
-      validation_fraction: share of the training split held out for validation, in (0, 1); taken from
-        the end of "train" with TFDS split slicing, never from "test".
-      seed: shuffling seed.
+      validation_fraction: share of the training split held out for validation, in (0, 1). TFDS: the end of
+        "train" (TFDS split slicing), never "test". Image folders without val/: a seeded, stratified share.
+      seed: shuffling seed; for image folders also the seed of the carved splits.
       data_dir: where TFDS finds prepared data; defaults to $TFDS_DATA_DIR.
-      image_size: optional (height, width) to resize every image to.
+      image_size: (height, width), or one int for a square, to resize every image to. Image folders default to
+        the most common size of their training images (``meta.preprocessing["image_size_chosen"]`` says so).
       mean, std: per-channel normalisation in [0, 1] pixel units; computed from the training split
         when not given.
+      resize: image folders: "stretch", "center-crop" (scale to cover, crop the centre, as torchvision's eval
+        transform) or "pad" (scale to fit, letterbox with zeros). TFDS datasets stretch.
+      channels: image folders: 1 or 3; default 1 if every training image is grayscale, else 3.
+      skip_bad_images: image folders: leave out images that cannot be decoded (``meta.bad_images``) instead of
+        raising a ValueError that names the first.
+      memory_budget_bytes: image folders: decoded images up to this many bytes stay in memory; above it they
+        are cached to a file under $JAXVISION_CACHE_DIR and read from disk each epoch.
 
     Returns:
       The Splits.
+
+    Raises:
+      ValueError: one line, for any bad option, dataset name, folder layout or image file.
     """
     if not 0 < validation_fraction < 1:
         raise ValueError(f"Invalid validation_fraction={validation_fraction}: expected a number in (0, 1), e.g. 0.1.")
     if batch_size < 1 or eval_batch_size < 1:
         raise ValueError(f"Invalid batch size {min(batch_size, eval_batch_size)}: expected a positive integer, e.g. 128.")
+    image_size = _image_folder.check_folder_options(image_size, resize, channels, memory_budget_bytes)
+    if _is_folder(name):
+        return _folder_splits(
+            name, batch_size=batch_size, eval_batch_size=eval_batch_size, validation_fraction=validation_fraction,
+            seed=seed, mean=mean, std=std, image_size=image_size, resize=resize, channels=channels,
+            skip_bad_images=skip_bad_images, memory_budget_bytes=memory_budget_bytes,
+        )
+    if resize != "stretch" or channels is not None:
+        option = f"resize={resize!r}" if resize != "stretch" else f"channels={channels}"
+        raise ValueError(
+            f"{option} applies to image folders only; {name!r} is a TFDS dataset, whose images keep their channels "
+            "and are stretched to image_size. Drop the option (or pass an image folder)."
+        )
     dataset_builder = builder(name, data_dir=data_dir)
     info = dataset_builder.info
     split_names = _split_names(dataset_builder, validation_fraction)
-    if image_size is None and os.path.isdir(name):
-        image_size = _first_image_size(load(name, "train")[0])  # one size for all splits
     datasets = {key: load(name, split, data_dir=data_dir, image_size=image_size)[0].cache() for key, split in split_names.items()}
-    # One pass per split counts it and fills its in-memory cache.
-    counts = {key: sum(len(y) for _, y in ds.batch(8192).as_numpy_iterator()) for key, ds in datasets.items()}
+    label_feature = info.features[info.supervised_keys[1]]
+    num_classes = int(label_feature.num_classes)
+    # One pass per split counts it (per class too) and fills its in-memory cache.
+    class_totals = {key: np.zeros(num_classes, np.int64) for key in datasets}
+    for key, ds in datasets.items():
+        for _, labels in ds.batch(8192).as_numpy_iterator():
+            class_totals[key] += np.bincount(labels, minlength=num_classes)[:num_classes]
+    counts = {key: int(totals.sum()) for key, totals in class_totals.items()}
     if mean is None or std is None:
         computed_mean, computed_std = channel_statistics(datasets["train"])
         mean = computed_mean if mean is None else mean
         std = computed_std if std is None else std
     image_spec = datasets["train"].element_spec[0]
-    label_feature = info.features[info.supervised_keys[1]]
+    image_shape = tuple(int(d) for d in image_spec.shape)
+    class_names = tuple(label_feature.names)
     meta = DatasetMeta(
         name=name,
-        image_shape=tuple(int(d) for d in image_spec.shape),
-        num_classes=int(label_feature.num_classes),
+        image_shape=image_shape,
+        num_classes=num_classes,
         num_train=counts["train"],
         num_validation=counts["validation"],
         num_test=counts["test"],
-        mean=tuple(float(m) for m in np.broadcast_to(mean, image_spec.shape[-1:])),
-        std=tuple(float(s) for s in np.broadcast_to(std, image_spec.shape[-1:])),
-        class_names=tuple(label_feature.names),
+        mean=_per_channel(mean, image_shape[-1], "mean", positive=False),
+        std=_per_channel(std, image_shape[-1], "std", positive=True),
+        class_names=class_names,
+        class_counts={key: {c: int(n) for c, n in zip(class_names, totals)} for key, totals in class_totals.items()},
+        preprocessing={
+            "image_size": list(image_shape[:2]),
+            "image_size_chosen": f"given: image_size={list(image_size)}" if image_size else "the dataset's own size",
+            "resize": "stretch" if image_size else "none",
+            "channels": image_shape[-1],
+            "channels_chosen": "the dataset's own",
+            "scale": _image_folder.SCALE,
+        },
     )
     return Splits(
         meta=meta,

@@ -13,6 +13,9 @@ input (what ``jax.eval_shape`` does), and its jaxpr is read for zero-sized value
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import numbers
 from collections.abc import Iterator
 from typing import Any
 
@@ -84,17 +87,23 @@ def _probe(model: nn.Module, height: int, width: int, channels: int) -> Exceptio
       a ``_Collapsed`` when an intermediate value had a zero dimension without any error.
     """
     image = jax.ShapeDtypeStruct((1, height, width, channels), jnp.float32)
+    failures: list[Exception] = []
 
     def init(x: jax.Array) -> Any:
         # The keys are made inside the trace: an eager jax.random.key would compile a program.
         keys = {"params": jax.random.key(0), "dropout": jax.random.key(1)}
-        with nn.intercept_methods(_stop_at_empty):
-            return model.init(keys, x, train=False)
+        try:
+            with nn.intercept_methods(_stop_at_empty):
+                return model.init(keys, x, train=False)
+        except Exception as error:  # any failure to trace at this size counts as "too small"
+            # Caught inside the trace: an exception leaving make_jaxpr would have JAX filter its
+            # traceback, which stats every frame's file and costs more than tracing a small network.
+            failures.append(error)
+            return None
 
-    try:
-        closed = jax.make_jaxpr(init)(image)
-    except Exception as error:  # any failure to trace at this size counts as "too small"
-        return error
+    closed = jax.make_jaxpr(init)(image)
+    if failures:
+        return failures[0]
     if _jaxpr_has_empty_value(closed.jaxpr):
         return _Collapsed("an intermediate value outside any module")
     return None
@@ -115,6 +124,22 @@ def _with_reference_layers(model: nn.Module) -> nn.Module:
     return model.clone(**swaps) if swaps else model
 
 
+@contextlib.contextmanager
+def _garbage_collection_paused() -> Iterator[None]:
+    """Pauses the cyclic garbage collector (if it runs) for one search, then restores it.
+
+    Tracing allocates many short-lived objects; the collections they trigger take about a quarter
+    of a search's time. A search lasts well under a second, so what it leaves is collected soon.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def _search(model: nn.Module, channels: int) -> int:
     """The smallest side s in 1..MAX_SIZE at which an s x s input fits.
 
@@ -133,6 +158,12 @@ def _search(model: nn.Module, channels: int) -> int:
             )
         too_small, size = size, min(2 * size, MAX_SIZE)
     fits = size
+    # A stack of 2x2/2 pools needs a power of two (VGG: 32), which is where the doubling stopped:
+    # one probe just below it then settles the answer instead of a bisection's log2(size) probes.
+    if fits - too_small > 1:
+        if _probe(model, fits - 1, fits - 1, channels) is not None:
+            return fits
+        fits -= 1
     while fits - too_small > 1:
         middle = (too_small + fits) // 2
         if _probe(model, middle, middle, channels) is None:
@@ -165,18 +196,20 @@ def minimum_input_size(model: nn.Module, channels: int) -> tuple[int, int]:
       >>> minimum_input_size(get_model("lenet5"), 1)
       (12, 12)
     """
-    if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
+    if isinstance(channels, bool) or not isinstance(channels, numbers.Integral) or channels < 1:
         raise ValueError(f"Invalid channels={channels!r}: expected a positive integer, e.g. 1 (grayscale) or 3 (RGB).")
+    channels = int(channels)
     probed = _with_reference_layers(model)
     try:
         return _cache[(probed, channels)]
     except TypeError:  # a field that cannot be hashed (say, a list of widths): search without memoising
-        side = _search(probed, channels)
-        return side, side
+        hashable = False
     except KeyError:
-        pass
-    side = _search(probed, channels)
-    _cache[(probed, channels)] = (side, side)
+        hashable = True
+    with _garbage_collection_paused():
+        side = _search(probed, channels)
+    if hashable:
+        _cache[(probed, channels)] = (side, side)
     return side, side
 
 
@@ -184,6 +217,9 @@ def check_input_size(
     model: nn.Module, name: str, image_shape: tuple[int, int, int], *, fix: str = _DEFAULT_FIX
 ) -> None:
     """Refuses images smaller than ``model`` accepts, in one line, before anything is compiled.
+
+    Each side is compared with ``minimum_input_size``'s square: convolutions and poolings treat
+    height and width independently, so an 8x100 image is as much too small for LeNet-5 as 8x8.
 
     Args:
       model: the Flax module that will get the images.
@@ -197,17 +233,19 @@ def check_input_size(
       ValueError: e.g. "lenet5 needs inputs of at least 12x12; got 8x8. Pass --image-size 12 to
         resize.", or for an ``image_shape`` that is not three positive integers.
     """
-    shape = tuple(image_shape) if isinstance(image_shape, (tuple, list)) else image_shape
+    # NumPy integers (a dataset's array shape) are as good as ints; bools and floats are mistakes.
     if (
-        not isinstance(shape, tuple)
-        or len(shape) != 3
-        or not all(isinstance(size, int) and not isinstance(size, bool) and size >= 1 for size in shape)
+        not isinstance(image_shape, (tuple, list))
+        or len(image_shape) != 3
+        or not all(
+            isinstance(size, numbers.Integral) and not isinstance(size, bool) and size >= 1 for size in image_shape
+        )
     ):
         raise ValueError(
             f"Invalid image_shape={image_shape!r}: expected (height, width, channels) as positive integers, "
             f"e.g. (28, 28, 1)."
         )
-    height, width, channels = shape
+    height, width, channels = (int(size) for size in image_shape)
     minimum_height, minimum_width = minimum_input_size(model, channels)
     if height >= minimum_height and width >= minimum_width:
         return

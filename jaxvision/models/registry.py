@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import numbers
 from collections.abc import Callable
 from typing import Any
 
@@ -83,6 +84,23 @@ def default_num_classes(name: str) -> int:
     return next(f.default for f in dataclasses.fields(model_class) if f.name == "num_classes")
 
 
+def _checked_num_classes(num_classes: Any) -> int:
+    """``num_classes`` as an int, refusing what would fail later (a 0-wide head divides by zero)."""
+    # numbers.Integral admits NumPy integers (labels.max() + 1) and refuses 2.5 and 10.0; bool is an
+    # Integral too, but True classes is a typo rather than a count.
+    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral):
+        raise ValueError(
+            f"Invalid num_classes={num_classes!r} ({type(num_classes).__name__}): expected a positive integer "
+            f"(the number of classes in the labels), e.g. num_classes=10."
+        )
+    if num_classes < 1:
+        raise ValueError(
+            f"Invalid num_classes={num_classes}: expected a positive integer (the number of classes in the "
+            f"labels), e.g. num_classes=10."
+        )
+    return int(num_classes)
+
+
 def get_model(name: str, num_classes: int = 10, *, kernels: str = "auto", **overrides: Any) -> nn.Module:
     """Builds the registered model ``name``.
 
@@ -99,8 +117,7 @@ def get_model(name: str, num_classes: int = 10, *, kernels: str = "auto", **over
     """
     if name not in _MODELS:
         raise unknown_name_error("model", name, _MODELS)
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"Invalid num_classes={num_classes!r}: expected a positive integer, e.g. 10.")
+    num_classes = _checked_num_classes(num_classes)
     layer_fields = backends.layers(kernels)
     constructor = _MODELS[name]
     model_class = getattr(constructor, "func", constructor)  # functools.partial variants

@@ -23,6 +23,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxvision.models.input_size import check_input_size
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,7 +132,9 @@ def summary(
       A ModelSummary; ``print(summary(...))`` shows the table and "Total parameters: 138,357,544".
 
     Raises:
-      ValueError: if ``input_shape`` has a non-positive entry.
+      ValueError: if ``input_shape`` has a non-positive entry, or is an image (height, width,
+        channels) smaller than the model accepts (``jaxvision.models.input_size``), which would
+        otherwise show a table of 0x0 maps or fail inside an initialiser.
 
     Example:
       >>> print(summary(get_model("vgg16", num_classes=1000), (224, 224, 3)))
@@ -139,6 +142,11 @@ def summary(
     input_shape = tuple(int(size) for size in input_shape)
     if not input_shape or min(input_shape) < 1:
         raise ValueError(f"Invalid input_shape={input_shape}: expected positive sizes, e.g. (224, 224, 3).")
+    if len(input_shape) == 3:
+        check_input_size(
+            model, type(model).__name__, input_shape,
+            fix="Pass an input_shape of at least ({height}, {width}, {channels}).",
+        )
     calls: list[tuple[tuple[str, ...], nn.Module, Any, Any]] = []
 
     def record(next_fun, args, kwargs, context):
