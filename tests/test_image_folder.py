@@ -431,7 +431,12 @@ def _all_batches(splits):
     return train, test
 
 
-def test_streaming_from_a_file_cache_gives_the_in_memory_batches(mixed_folder, monkeypatch, tmp_path):
+def _examples(batches):
+    """The (image bytes, label) pairs of train batches, as a sorted list: the epoch's examples in any order."""
+    return sorted((image.tobytes(), int(label)) for images, labels in batches for image, label in zip(images, labels))
+
+
+def test_streaming_from_a_file_cache_gives_the_in_memory_examples(mixed_folder, monkeypatch, tmp_path):
     monkeypatch.setenv("JAXVISION_CACHE_DIR", str(tmp_path / "cache"))
     options = dict(batch_size=4, eval_batch_size=4, image_size=(8, 8), resize="pad")
     memory = data.load_splits(mixed_folder, **options)
@@ -439,11 +444,20 @@ def test_streaming_from_a_file_cache_gives_the_in_memory_batches(mixed_folder, m
     assert memory.meta.preprocessing["storage"].startswith("memory")
     assert streamed.meta.preprocessing["storage"].startswith("file cache: " + str(tmp_path / "cache"))
     assert len([f for f in os.listdir(tmp_path / "cache" / "image_folders") if ".partial-" not in f]) == 3
-    for expected, got in zip(_all_batches(memory), _all_batches(streamed), strict=True):
-        assert len(expected) == len(got) > 0
-        for a, b in zip(expected, got):
-            for x, y in zip(a, b):
-                np.testing.assert_array_equal(x, y)
+    (memory_train, memory_test), (streamed_train, streamed_test) = _all_batches(memory), _all_batches(streamed)
+    # Streamed, the training files are read in one mixed order through a bounded shuffle buffer:
+    # the same examples per epoch (the same dropped remainder size), in another order.
+    assert len(memory_train) == len(streamed_train) > 0
+    assert memory.shuffle_buffer is None and streamed.shuffle_buffer == min(streamed.meta.num_train, 256)
+    memory_all = _examples(memory_train)
+    streamed_all = _examples(streamed_train)
+    assert len(memory_all) == len(streamed_all)
+    assert set(streamed_all) <= set(_examples([(b.images, b.labels) for b in memory.train_batches(1)] +
+                                             [(b.images, b.labels) for b in memory.train_batches(2)] +
+                                             [(b.images, b.labels) for b in memory.train_batches(3)]))
+    for a, b in zip(memory_test, streamed_test, strict=True):  # evaluation order is the files' order
+        for x, y in zip(a, b):
+            np.testing.assert_array_equal(x, y)
     assert memory.meta.mean == streamed.meta.mean and memory.meta.std == streamed.meta.std
 
 

@@ -70,19 +70,20 @@ def load_training_data(args: argparse.Namespace, *, seed: int):
     )
 
 
+def first_line(command: str, meta, steps_per_epoch: int) -> str:
+    """What trains on what: the split sizes, the image shape (and how its size was chosen), the classes."""
+    chosen = (meta.preprocessing or {}).get("image_size_chosen")
+    size = f" ({chosen})" if chosen else ""
+    return (f"{command} on {meta.name}: {meta.num_train} train / {meta.num_validation} validation / {meta.num_test} "
+            f"test images {meta.image_shape}{size}, {meta.num_classes} classes, {steps_per_epoch} steps per epoch")
+
+
 def describe_data(meta) -> list[str]:
     """The lines that say how the images were prepared and how many of each class every split has."""
     preprocessing = meta.preprocessing or {}
     lines = []
-    if preprocessing:
-        size = preprocessing.get("image_size")
-        chosen = preprocessing.get("image_size_chosen")
-        lines.append(f"images: {size[0]}x{size[1]}" if size else "images:")
-        if chosen:
-            lines[-1] += f" ({chosen})"
-        lines[-1] += f", {preprocessing.get('channels', meta.image_shape[-1])} channel(s)"
-        if preprocessing.get("channels_chosen"):
-            lines[-1] += f" ({preprocessing['channels_chosen']})"
+    if preprocessing.get("channels_chosen"):
+        lines.append(f"channels: {preprocessing.get('channels', meta.image_shape[-1])} ({preprocessing['channels_chosen']})")
     if meta.skipped_files or meta.bad_images:
         lines.append(f"skipped {meta.skipped_files} non-image file(s) and {len(meta.bad_images)} undecodable image(s)"
                      + (f": {', '.join(meta.bad_images[:5])}" + (" ..." if len(meta.bad_images) > 5 else "")
@@ -269,10 +270,7 @@ def _run_in(args: argparse.Namespace, run_dir, previous, start: float, overrides
         "settings": resume_settings(args),
     }
     write_run_file(run_dir.path, record)
-    print(
-        f"{args.model} on {meta.name}: {meta.num_train} train / {meta.num_validation} validation / {meta.num_test} test "
-        f"images {meta.image_shape}, {meta.num_classes} classes, {splits.steps_per_epoch} steps per epoch"
-    )
+    print(first_line(args.model, meta, splits.steps_per_epoch))
     for line in describe_data(meta):
         print(line)
     try:

@@ -648,6 +648,19 @@ def _file_cached(decoded: tf.data.Dataset, key: str, channels: int):
     return decoded.cache(os.path.join(final, "cache")), flags, histogram, final
 
 
+def _mixed_training_order(scan: FolderScan, seed: int) -> FolderScan:
+    """``scan`` with its training files in one seeded random order instead of class by class.
+
+    A streamed folder is shuffled through a bounded buffer (``Splits.shuffle_buffer``); read class by
+    class, a buffer smaller than a class would give batches of one class. Mixed once here, on the file
+    list, the cache file holds the classes interleaved and the buffer only has to shuffle locally.
+    """
+    order = np.random.default_rng(np.random.SeedSequence([seed % 2**64, 2])).permutation(len(scan.files["train"]))
+    files = {**scan.files, "train": tuple(scan.files["train"][i] for i in order)}
+    labels = {**scan.labels, "train": tuple(scan.labels["train"][i] for i in order)}
+    return dataclasses.replace(scan, files=files, labels=labels)
+
+
 def _cached_splits(scan: FolderScan, image_size, resize: str, channels: int, in_memory: bool) -> dict:
     """split -> (cached dataset, ok flags, pixel histogram, cache folder or None)."""
     results = {}
@@ -771,6 +784,8 @@ def load_image_folder(
     height, width = size
     total_bytes = sum(len(scan.files[s]) for s in SPLITS) * height * width * channels
     in_memory = total_bytes <= memory_budget_bytes
+    if not in_memory:
+        scan = _mixed_training_order(scan, seed)
     results = _cached_splits(scan, size, resize, channels, in_memory)
 
     bad = [path for split in SPLITS for path, ok in zip(scan.files[split], results[split][1]) if not ok]

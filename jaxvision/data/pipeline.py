@@ -215,6 +215,8 @@ class Splits:
     eval_batch_size: int
     seed: int
     _datasets: dict[str, tf.data.Dataset]
+    # Images the shuffle holds at once; None: min(num_train, 100_000). A streamed image folder bounds it.
+    shuffle_buffer: int | None = None
 
     @property
     def steps_per_epoch(self) -> int:
@@ -235,8 +237,9 @@ class Splits:
         """
         if not 0 <= start <= self.steps_per_epoch:
             raise ValueError(f"Invalid start={start}: expected a step in [0, {self.steps_per_epoch}] of the epoch.")
+        buffer = self.shuffle_buffer or min(self.meta.num_train, 100_000)
         dataset = self._datasets["train"].shuffle(
-            min(self.meta.num_train, 100_000), seed=self.seed * 1_000_003 + epoch, reshuffle_each_iteration=False
+            buffer, seed=self.seed * 1_000_003 + epoch, reshuffle_each_iteration=False
         )
         # Skipping whole batches after the seeded shuffle keeps the order exactly.
         dataset = dataset.batch(self.batch_size, drop_remainder=True).skip(start)
@@ -313,12 +316,19 @@ def _folder_splits(
         bad_images=folder.bad_images,
         preprocessing=folder.preprocessing,
     )
+    shuffle_buffer = None
+    if not str(folder.preprocessing.get("storage", "memory")).startswith("memory"):
+        # Streamed from its file cache: a quarter of the memory budget of decoded images at a time
+        # (the file order is already mixed across classes).
+        budget = folder_options.get("memory_budget_bytes", _image_folder.DEFAULT_MEMORY_BUDGET_BYTES)
+        shuffle_buffer = int(min(meta.num_train, max(256, budget // (4 * int(np.prod(folder.image_shape))))))
     return Splits(
         meta=meta,
         batch_size=min(batch_size, meta.num_train),
         eval_batch_size=eval_batch_size,
         seed=seed,
         _datasets=dict(folder.datasets),
+        shuffle_buffer=shuffle_buffer,
     )
 
 
