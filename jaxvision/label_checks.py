@@ -14,9 +14,9 @@ import numpy as np
 
 def model_outputs(state: Any, images: Any) -> int:
     """The width of the model's output for ``images`` ``[batch, ...]``, from shapes alone (no compile)."""
-    variables = jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), np.result_type(x)), state.variables)
+    variables = jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), state.variables)
     leaves, structure = jax.tree.flatten(variables)
-    key = (state.apply_fn, tuple(np.shape(images)[1:]), str(np.result_type(images)), structure,
+    key = (state.apply_fn, tuple(np.shape(images)[1:]), str(images.dtype), structure,
            tuple((leaf.shape, str(leaf.dtype)) for leaf in leaves))
     return _outputs(key, variables)
 

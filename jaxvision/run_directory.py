@@ -40,7 +40,9 @@ class RunDirectory:
     path: str
     resumed: bool
     _lock_fd: int | None = None
-    created: bool = False
+    created: tuple[str, ...] = ()  # the folders this run created, deepest first
+    lock_created: bool = False
+    started: bool = False  # set once the run writes into the folder (its run.json)
 
     def file(self, name: str) -> str:
         return os.path.join(self.path, name)
@@ -48,18 +50,26 @@ class RunDirectory:
     def release(self) -> None:
         """Drops the lock (the kernel drops it anyway when the process ends).
 
-        A run that stopped before writing anything (bad input found after the folder was checked)
-        leaves nothing behind: its lock file goes, and the folder too if this run created it.
+        A run that stopped before writing anything (``started`` False: bad input found after the
+        folder was checked) leaves nothing behind: the lock file goes if this run made it, and so
+        do the folders it created.
         """
         if self._lock_fd is None:
             return
-        if not holds_run(self.path):
-            _remove_quietly(os.path.join(self.path, LOCK_FILE))
-            if self.created:
-                with contextlib.suppress(OSError):  # not empty: something else lives there
-                    os.rmdir(self.path)
+        if not self.started:
+            if self.lock_created:
+                _remove_quietly(os.path.join(self.path, LOCK_FILE))
+            self.release_folders()
         os.close(self._lock_fd)
         self._lock_fd = None
+
+    def release_folders(self) -> None:
+        """Removes the folders this run created, while they are empty."""
+        for folder in self.created:
+            try:
+                os.rmdir(folder)
+            except OSError:  # not empty: something else lives there
+                break
 
 
 def holds_run(path: str) -> bool:
@@ -104,14 +114,23 @@ def prepare_run_directory(path: str, *, resume: bool = False, overwrite: bool = 
         raise RunDirectoryError("--resume and --overwrite exclude each other: continue the run, or replace it")
     if os.path.exists(path) and not os.path.isdir(path):
         raise RunDirectoryError(f"--output-dir {path} is a file, not a folder: pick another path, or remove the file")
-    created = not os.path.exists(path)
+    created = []
+    folder = path
+    while not os.path.exists(folder):
+        created.append(folder)
+        folder = os.path.dirname(folder)
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as error:
         raise RunDirectoryError(
             f"cannot create --output-dir {path} ({error.strerror}): pick a folder you can write to"
         ) from None
-    fd = _lock(path)
+    lock_created = not os.path.exists(os.path.join(path, LOCK_FILE))
+    try:
+        fd = _lock(path)
+    except RunDirectoryError:
+        RunDirectory(path=path, resumed=False, created=tuple(created)).release_folders()
+        raise
     try:
         if resume and not os.path.exists(os.path.join(path, RUN_FILE)):
             if holds_run(path):
@@ -128,9 +147,9 @@ def prepare_run_directory(path: str, *, resume: bool = False, overwrite: bool = 
         if overwrite:
             remove_run(path)
     except BaseException:
-        RunDirectory(path=path, resumed=False, _lock_fd=fd, created=created).release()
+        RunDirectory(path=path, resumed=False, _lock_fd=fd, created=tuple(created), lock_created=lock_created).release()
         raise
-    return RunDirectory(path=path, resumed=resume, _lock_fd=fd, created=created)
+    return RunDirectory(path=path, resumed=resume, _lock_fd=fd, created=tuple(created), lock_created=lock_created)
 
 
 def _remove_quietly(path: str) -> None:

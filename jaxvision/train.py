@@ -28,7 +28,7 @@ from flax.training import train_state
 from jaxvision.backends.compile import compile_step, initialization_compiler_options
 from jaxvision.batch import Batch, BatchAugment, Metrics
 from jaxvision.losses import Loss, get_loss, hard_labels, predicted_classes
-from jaxvision.models.input_size import check_input_size
+from jaxvision.input_size import check_input_size
 
 
 class TrainState(train_state.TrainState):

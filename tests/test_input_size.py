@@ -9,8 +9,9 @@ import pytest
 
 import jaxvision
 from jaxvision.cli import main as cli_main
-from jaxvision.models import MLP, get_model, input_size
-from jaxvision.models.input_size import check_input_size, minimum_input_size
+from jaxvision import input_size
+from jaxvision.models import MLP, get_model
+from jaxvision.input_size import check_input_size, minimum_input_size
 from jaxvision.models.registry import default_num_classes
 from jaxvision.models.summary import summary
 

@@ -26,7 +26,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--data-dir", default=None, help="TFDS data folder (default: $TFDS_DATA_DIR or ~/tensorflow_datasets)")
     parser.add_argument("--num-images", type=arguments.positive_int, default=8, help="rows: images from the start of the training split")
     parser.add_argument("--views", type=arguments.positive_int, default=6, help="augmented views per image (columns after the original)")
-    parser.add_argument("--seed", type=int, default=0, help="seeds the augmentation draws")
+    parser.add_argument("--seed", type=arguments.seed, default=0, help="seeds the augmentation draws (0 to 2**32 - 1)")
     parser.add_argument("--output", default=None, help="PNG path (default: runs/augment_preview_<dataset>.png)")
     parser.set_defaults(func=run)
 

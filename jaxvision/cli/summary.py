@@ -28,7 +28,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from jaxvision.models import get_model
-    from jaxvision.models.input_size import check_input_size
+    from jaxvision.input_size import check_input_size
     from jaxvision.models.registry import default_num_classes
     from jaxvision.models.summary import summary
 

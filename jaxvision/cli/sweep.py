@@ -129,7 +129,7 @@ def _run_in(args: argparse.Namespace, run_dir, previous, start: float, overrides
     from jaxvision.ensemble import fit_population
     from jaxvision.fit import Durability, TrainingDiverged, TrainingInterrupted
     from jaxvision.interrupts import EXIT_STATUS
-    from jaxvision.models.input_size import check_input_size
+    from jaxvision.input_size import check_input_size
     from jaxvision.optimizers import make_optimizer
     from jaxvision.population import create_population, member_grid
     from jaxvision.run_record import command_line, versions, write_run_file
@@ -178,6 +178,7 @@ def _run_in(args: argparse.Namespace, run_dir, previous, start: float, overrides
         "backend": jax.default_backend(),
         "settings": resume_settings(args),
     }
+    run_dir.started = True  # from here on the folder holds this run
     write_run_file(run_dir.path, record)
     print(
         f"sweep of {len(members)} {args.model} on {meta.name}: {meta.num_train} train / {meta.num_validation} validation / "

@@ -217,7 +217,7 @@ def _run_in(args: argparse.Namespace, run_dir, previous, start: float, overrides
     from jaxvision import augment, backends, models, visualize
     from jaxvision.fit import TrainingDiverged, TrainingInterrupted, fit
     from jaxvision.interrupts import EXIT_STATUS
-    from jaxvision.models.input_size import check_input_size
+    from jaxvision.input_size import check_input_size
     from jaxvision.optimizers import make_optimizer
     from jaxvision.run_record import command_line, save_model, versions, write_run_file
     from jaxvision.train import create_train_state
@@ -269,6 +269,7 @@ def _run_in(args: argparse.Namespace, run_dir, previous, start: float, overrides
         "backend": jax.default_backend(),
         "settings": resume_settings(args),
     }
+    run_dir.started = True  # from here on the folder holds this run
     write_run_file(run_dir.path, record)
     print(first_line(args.model, meta, splits.steps_per_epoch))
     for line in describe_data(meta):

@@ -296,7 +296,9 @@ def scan_image_folder(
         classes, a class in val/ or test/ but not in train/, or carving that leaves a split empty.
     """
     root = _check_root(root)
-    if not any(not _ignored_folder(e.name) for e in os.scandir(root)):
+    with os.scandir(root) as entries:
+        empty = not any(not _ignored_folder(entry.name) for entry in entries)
+    if empty:
         raise ValueError(
             f"Image folder {root} is empty: expected root/<class>/<image> or root/train/<class>/<image>. "
             "Put each class's images in its own folder under it."

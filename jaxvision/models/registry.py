@@ -13,6 +13,7 @@ import flax.linen as nn
 from jaxvision import backends
 from jaxvision._suggest import unknown_name_error
 from jaxvision.models import resnet
+from jaxvision.models.activations import get_activation
 from jaxvision.models.alexnet import AlexNet
 from jaxvision.models.lenet import LeNet5
 from jaxvision.models.mlp import MLP
@@ -128,5 +129,7 @@ def get_model(name: str, num_classes: int = 10, *, kernels: str = "auto", **over
             f"Model {name!r} has no field(s) {', '.join(unknown)}. "
             f"Its fields: {', '.join(sorted(fields))}."
         )
+    if isinstance(overrides.get("activation"), str) and overrides["activation"] != "maxout":
+        get_activation(overrides["activation"])  # an unknown name fails here, not at the first trace
     injected = {field: layer for field, layer in layer_fields.items() if field in fields and field not in overrides}
     return constructor(num_classes=num_classes, **injected, **overrides)

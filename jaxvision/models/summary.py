@@ -23,7 +23,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxvision.models.input_size import check_input_size
+from jaxvision.input_size import check_input_size
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,7 +133,7 @@ def summary(
 
     Raises:
       ValueError: if ``input_shape`` has a non-positive entry, or is an image (height, width,
-        channels) smaller than the model accepts (``jaxvision.models.input_size``), which would
+        channels) smaller than the model accepts (``jaxvision.input_size``), which would
         otherwise show a table of 0x0 maps or fail inside an initialiser.
 
     Example:
