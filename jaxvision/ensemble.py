@@ -22,7 +22,7 @@ import numpy as np
 from jaxvision.backends.compile import compile_step
 from jaxvision.batch import Batch, BatchAugment, Metrics
 from jaxvision.fit import Durability, TrainingDiverged, check_epochs_and_patience, durable_run, run_epochs
-from jaxvision.label_checks import check_labels, model_outputs
+from jaxvision.label_checks import check_labels, check_outputs, model_outputs
 from jaxvision.losses import Loss, get_loss, hard_labels, predicted_classes
 from jaxvision.population import (
     STRATEGIES,
@@ -409,7 +409,9 @@ def fit_population(
     if strategy not in (*STRATEGIES, "auto"):
         raise ValueError(f"Unknown strategy {strategy!r}: expected one of {', '.join(STRATEGIES)}, auto.")
     host_images, host_labels = data.arrays("train")
-    check_labels(host_labels, model_outputs(population.member(0), host_images[:1]), where="the training split")
+    outputs = model_outputs(population.member(0), host_images[:1])
+    check_outputs(outputs, get_loss(loss))
+    check_labels(host_labels, outputs, where="the training split")
     images, labels = jnp.asarray(host_images), jnp.asarray(host_labels)
     num_train, batch_size = int(labels.shape[0]), int(data.batch_size)
     steps_per_epoch = num_train // batch_size

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from jaxvision import jsonio
 from jaxvision.batch import Batch, BatchAugment, Metrics
 from jaxvision.interrupts import deferred_interrupts
-from jaxvision.label_checks import check_labels, model_outputs
+from jaxvision.label_checks import check_labels, check_outputs, model_outputs
 from jaxvision.losses import Loss
 from jaxvision.train import EvalStep, TrainState, eval_step, make_eval_step, make_train_step
 
@@ -525,6 +525,7 @@ class _SingleRun:
         for batch in _train_batches(self._data, epoch, start):
             if self._outputs is None:
                 self._outputs = model_outputs(self._state, batch.images)
+                check_outputs(self._outputs, self._train_step.loss)
             check_labels(batch.labels, self._outputs, where=f"a training batch of epoch {epoch + 1}")
             self._state, metrics = self._train_step(self._state, batch, self._key)
             yield metrics, len(batch.mask)

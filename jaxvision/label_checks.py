@@ -71,4 +71,18 @@ def check_labels(labels: Any, outputs: int, *, where: str) -> None:
             raise ValueError(f"Invalid soft labels in {where}: negative values; expected probabilities in [0, 1]")
 
 
-__all__ = ["check_labels", "model_outputs"]
+def check_outputs(outputs: int, loss: Any) -> None:
+    """Raises ValueError (one line) for a softmax loss on a model with a single output.
+
+    The softmax of one logit is 1 whatever the input: the loss is 0 and nothing is learned.
+    """
+    from jaxvision.losses import cross_entropy, nll
+
+    if outputs == 1 and loss in (cross_entropy, nll):
+        raise ValueError(
+            "Softmax classification needs at least 2 outputs; the model has 1 (its loss would be 0 whatever it "
+            "predicts). Use num_classes=2, or --loss binary_cross_entropy for a single sigmoid output"
+        )
+
+
+__all__ = ["check_labels", "check_outputs", "model_outputs"]

@@ -486,6 +486,16 @@ def _fit(get, labels):
     jaxvision.fit(get("mlp_state"), _Batches(_batch(labels)), epochs=1, key=jax.random.key(1), progress=False)
 
 
+def _fit_one_output_softmax(get):
+    import jax
+
+    import jaxvision
+
+    state = jaxvision.create_train_state(jaxvision.get_model("mlp", num_classes=1), (8, 8, 1),
+                                         jaxvision.make_optimizer("adam", 1e-3), jax.random.key(0))
+    jaxvision.fit(state, _Batches(_batch([0, 0, 0, 0])), epochs=1, key=jax.random.key(1), progress=False)
+
+
 def _evaluate(get, labels):
     import jaxvision
 
@@ -598,6 +608,8 @@ API_CASES = [
                  r"class indices in \[0, 10\)", id="fit-label-too-large"),
     pytest.param(lambda get: _fit(get, [0, -1, 2, 3]), r"Invalid label -1 in a training batch of epoch 1",
                  id="fit-label-negative"),
+    pytest.param(_fit_one_output_softmax, r"Softmax classification needs at least 2 outputs; the model has 1",
+                 id="fit-one-output-softmax"),
     pytest.param(lambda get: _evaluate(get, [0, 1, 2, 10]), r"Invalid label 10 in an evaluation batch.*"
                  r"num_classes=11", id="evaluate-label-too-large"),
     pytest.param(lambda get: _evaluate(get, [-3, 1]), r"Invalid label -3 in an evaluation batch",
