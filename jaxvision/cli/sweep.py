@@ -4,7 +4,6 @@ their ensemble, and write the table to JSON."""
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 
 import jax
@@ -12,15 +11,14 @@ import jax
 from jaxvision import jsonio
 from jaxvision.cli import arguments
 from jaxvision.cli.train import (
-    EXIT_DIVERGED,
     add_durability_arguments,
     add_training_arguments,
     default_output_dir,
+    in_run_directory,
     learning_rate_at,
     load_training_data,
-    open_run_directory,
-    resume_command,
     resume_settings,
+    stopped,
 )
 from jaxvision.population import STRATEGIES
 
@@ -117,18 +115,14 @@ def run(args: argparse.Namespace) -> int:
     if args.first_seed + args.seeds - 1 > arguments.MAX_SEED:
         raise ValueError(f"Invalid seeds {args.first_seed}..{args.first_seed + args.seeds - 1}: the last exceeds "
                          f"{arguments.MAX_SEED}; lower --first-seed or --seeds")
-    run_dir, previous = open_run_directory(args, default_output_dir(args, prefix="sweep_"))
-    try:
-        return _run_in(args, run_dir, previous, start, overrides)
-    finally:
-        run_dir.release()  # the kernel would at exit; an in-process caller may retry at once
+    return in_run_directory(args, default_output_dir(args, prefix="sweep_"),
+                            lambda run_dir, previous: _run_in(args, run_dir, previous, start, overrides))
 
 
 def _run_in(args: argparse.Namespace, run_dir, previous, start: float, overrides: dict) -> int:
     from jaxvision import models
     from jaxvision.ensemble import fit_population
     from jaxvision.fit import Durability, TrainingDiverged, TrainingInterrupted
-    from jaxvision.interrupts import EXIT_STATUS
     from jaxvision.input_size import check_input_size
     from jaxvision.optimizers import make_optimizer
     from jaxvision.population import create_population, member_grid
@@ -195,14 +189,8 @@ def _run_in(args: argparse.Namespace, run_dir, previous, start: float, overrides
             population, splits, epochs=args.epochs, loss=args.loss, patience=args.patience, strategy=args.strategy,
             progress=not args.no_progress, durability=durability, settings=resume_settings(args),
         )
-    except TrainingInterrupted as stop:
-        write_run_file(run_dir.path, {**record, "status": "interrupted", "interrupted_at_step": stop.step})
-        print(f"interrupted at epoch {stop.epoch + 1}, step {stop.step}; resume with: {resume_command()}", file=sys.stderr)
-        return EXIT_STATUS.get(stop.signal, 130)
-    except TrainingDiverged as stop:
-        write_run_file(run_dir.path, {**record, "status": "diverged", "diverged_at_step": stop.step})
-        print(f"jaxvision sweep: error: every member diverged; the first: {stop}", file=sys.stderr)
-        return EXIT_DIVERGED
+    except (TrainingInterrupted, TrainingDiverged) as stop:
+        return stopped(stop, run_dir, record, command="sweep", diverged="every member diverged; the first: ")
     population_seconds = time.perf_counter() - fit_start
 
     rows = result.table()

@@ -154,6 +154,38 @@ def open_run_directory(args: argparse.Namespace, default: str):
     return run_dir, previous
 
 
+def stopped(stop: Exception, run_dir, record: dict, *, command: str, diverged: str = "") -> int:
+    """Records an interrupted or diverged run in its run.json, prints its one line, returns the exit status.
+
+    Args:
+      stop: the ``TrainingInterrupted`` or ``TrainingDiverged`` that ended training.
+      run_dir: the run's RunDirectory.
+      record: the run.json being written.
+      command: "train" or "sweep", for the line.
+      diverged: words put before a divergence's message (a sweep's "every member diverged; the first: ").
+    """
+    from jaxvision.fit import TrainingInterrupted
+    from jaxvision.interrupts import EXIT_STATUS
+    from jaxvision.run_record import write_run_file
+
+    if isinstance(stop, TrainingInterrupted):
+        write_run_file(run_dir.path, {**record, "status": "interrupted", "interrupted_at_step": stop.step})
+        print(f"interrupted at epoch {stop.epoch + 1}, step {stop.step}; resume with: {resume_command()}", file=sys.stderr)
+        return EXIT_STATUS.get(stop.signal, 130)
+    write_run_file(run_dir.path, {**record, "status": "diverged", "diverged_at_step": stop.step})
+    print(f"jaxvision {command}: error: {diverged}{stop}", file=sys.stderr)
+    return EXIT_DIVERGED
+
+
+def in_run_directory(args: argparse.Namespace, default: str, body) -> int:
+    """Runs ``body(run_dir, previous)`` in the checked, locked output folder, and releases it after."""
+    run_dir, previous = open_run_directory(args, default)
+    try:
+        return body(run_dir, previous)
+    finally:
+        run_dir.release()  # the kernel would at exit; an in-process caller may retry at once
+
+
 def resume_command() -> str:
     """This command line with --resume (and without --overwrite)."""
     from jaxvision.run_record import command_line
@@ -206,17 +238,13 @@ def run(args: argparse.Namespace) -> int:
         augment.parse_augment_spec(args.augment, num_classes=2)
     if args.tta:
         augment.count_views(args.tta)
-    run_dir, previous = open_run_directory(args, default_output_dir(args))
-    try:
-        return _run_in(args, run_dir, previous, start, overrides)
-    finally:
-        run_dir.release()  # the kernel would at exit; an in-process caller may retry at once
+    return in_run_directory(args, default_output_dir(args),
+                            lambda run_dir, previous: _run_in(args, run_dir, previous, start, overrides))
 
 
 def _run_in(args: argparse.Namespace, run_dir, previous, start: float, overrides: dict) -> int:
     from jaxvision import augment, backends, models, visualize
     from jaxvision.fit import TrainingDiverged, TrainingInterrupted, fit
-    from jaxvision.interrupts import EXIT_STATUS
     from jaxvision.input_size import check_input_size
     from jaxvision.optimizers import make_optimizer
     from jaxvision.run_record import command_line, save_model, versions, write_run_file
@@ -282,14 +310,8 @@ def _run_in(args: argparse.Namespace, run_dir, previous, start: float, overrides
             keep_checkpoints=args.keep_checkpoints, log_dir=run_dir.path, log_every=args.log_every,
             learning_rate=learning_rate_at(args, total_steps), settings=resume_settings(args),
         )
-    except TrainingInterrupted as stop:
-        write_run_file(run_dir.path, {**record, "status": "interrupted", "interrupted_at_step": stop.step})
-        print(f"interrupted at epoch {stop.epoch + 1}, step {stop.step}; resume with: {resume_command()}", file=sys.stderr)
-        return EXIT_STATUS.get(stop.signal, 130)
-    except TrainingDiverged as stop:
-        write_run_file(run_dir.path, {**record, "status": "diverged", "diverged_at_step": stop.step})
-        print(f"jaxvision train: error: {stop}", file=sys.stderr)
-        return EXIT_DIVERGED
+    except (TrainingInterrupted, TrainingDiverged) as stop:
+        return stopped(stop, run_dir, record, command="train")
     tta = None
     if args.tta:
         mode = pipeline.fill_mode if pipeline is not None else "constant"
