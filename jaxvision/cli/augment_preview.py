@@ -35,6 +35,12 @@ def _load_images(dataset: str, count: int, data_dir: str | None) -> tuple[np.nda
     """The first ``count`` training images in [0, 1], their labels, and the number of classes."""
     from jaxvision import data
 
+    if os.path.isdir(dataset):
+        # An image folder goes through the same scan and decoding as training (any layout, any format).
+        splits = data.load_splits(dataset, batch_size=count, validation_fraction=0.1)
+        batch = next(iter(splits.train_batches(0)))
+        mean, std = np.asarray(splits.meta.mean, np.float32), np.asarray(splits.meta.std, np.float32)
+        return np.clip(batch.images * std + mean, 0.0, 1.0), batch.labels.astype(np.int32), splits.meta.num_classes
     examples, info = data.load(dataset, "train", data_dir=data_dir)
     images, labels = next(iter(examples.batch(count).as_numpy_iterator()))
     num_classes = int(info.features[info.supervised_keys[1]].num_classes)
