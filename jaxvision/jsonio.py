@@ -6,6 +6,7 @@ reject, and a plain ``open(path, "w")`` killed halfway leaves half a file; ``wri
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -52,15 +53,9 @@ def write_json(path: str, value: Any) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        _remove_quietly(tmp)
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
         raise
-
-
-def _remove_quietly(path: str) -> None:
-    try:
-        os.remove(path)
-    except FileNotFoundError:
-        pass
 
 
 def read_json(path: str) -> Any:

@@ -20,6 +20,7 @@ Scanning and carving are plain Python (``os.walk``, sorted), so the splits depen
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import hashlib
 import math
@@ -639,10 +640,9 @@ def _file_cached(decoded: tf.data.Dataset, key: str, channels: int):
         try:
             flags, histogram = _check_pass(decoded.cache(os.path.join(staging, "cache")), channels)
             np.savez(os.path.join(staging, "check.npz"), flags=flags, histogram=histogram)
-            try:
+            # OSError: another process finished the same cache first; theirs is as good.
+            with contextlib.suppress(OSError):
                 os.rename(staging, final)
-            except OSError:  # another process finished the same cache first; theirs is as good
-                pass
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     with np.load(os.path.join(final, "check.npz")) as check:
