@@ -1,7 +1,9 @@
 """jaxvision: functional deep learning for computer vision in JAX, Flax linen and optax.
 
-``jaxvision.data`` (tensorflow-datasets input pipelines) imports TensorFlow, so it and
-``jaxvision.augment`` are loaded on first use rather than here.
+``jaxvision.data`` (tensorflow-datasets input pipelines) imports TensorFlow, so it and the other
+subpackages (``augment``, ``pretrained``, ``transfer``, ``finetune``, ``evaluation``, ``visualize``,
+``export``) are loaded on first use rather than here: ``jaxvision.pretrained.load_torchvision(...)`` works
+after ``import jaxvision``.
 """
 
 import importlib
@@ -41,6 +43,9 @@ __all__ = [
     "TrainingDiverged",
     "TrainingInterrupted",
     "augment",
+    "evaluation",
+    "export",
+    "finetune",
     "binary_cross_entropy",
     "create_train_state",
     "cross_entropy",
@@ -59,13 +64,19 @@ __all__ = [
     "make_schedule",
     "make_train_step",
     "predict",
+    "pretrained",
     "restore_checkpoint",
     "save_checkpoint",
     "train_step",
+    "transfer",
+    "visualize",
 ]
 
 
+_LAZY_MODULES = ("data", "augment", "pretrained", "transfer", "finetune", "evaluation", "visualize", "export")
+
+
 def __getattr__(name: str) -> Any:
-    if name in ("data", "augment"):
+    if name in _LAZY_MODULES:
         return importlib.import_module(f"jaxvision.{name}")
     raise AttributeError(f"module 'jaxvision' has no attribute {name!r}")

@@ -6,7 +6,10 @@ calls by hand. Both write a sha256 manifest (``jaxvision.integrity``) and check 
 
 from __future__ import annotations
 
+import dataclasses
 import os
+
+import jax
 
 from jaxvision import integrity
 from jaxvision.train import TrainState
@@ -46,8 +49,16 @@ def restore_checkpoint(path: str, like: TrainState) -> TrainState:
         integrity.verify_manifest(path)
     with ocp.StandardCheckpointer() as checkpointer:
         saved = checkpointer.metadata(path).item_metadata
-        differences = integrity.describe_differences(
-            integrity.leaf_signatures(getattr(saved, "tree", saved)), integrity.leaf_signatures(like))
+        saved = getattr(saved, "tree", saved)
+        differences = integrity.describe_differences(integrity.leaf_signatures(saved), integrity.leaf_signatures(like))
         if differences:
             raise ValueError(f"checkpoint {path} does not fit the state given as `like`: {differences}")
-        return checkpointer.restore(path, like)
+        # A checkpoint written before a TrainState field existed (ema_params) lacks it; when `like`'s is
+        # empty too, nothing is missing: restore the fields it has and keep `like`'s empty one.
+        fields = [field.name for field in dataclasses.fields(like) if field.metadata.get("pytree_node", True)]
+        absent = [name for name in fields
+                  if isinstance(saved, dict) and name not in saved and not jax.tree.leaves(getattr(like, name))]
+        if not absent:
+            return checkpointer.restore(path, like)
+        restored = checkpointer.restore(path, {name: getattr(like, name) for name in fields if name not in absent})
+        return like.replace(**restored)

@@ -14,7 +14,7 @@ import inspect
 import itertools
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
 import jax
@@ -27,7 +27,7 @@ from jaxvision.batch import Batch, BatchAugment, Metrics
 from jaxvision.interrupts import deferred_interrupts
 from jaxvision.label_checks import check_labels, check_outputs, model_outputs
 from jaxvision.losses import Loss
-from jaxvision.train import EvalStep, TrainState, eval_step, make_eval_step, make_train_step
+from jaxvision.train import EvalStep, TrainState, eval_step, make_eval_step, make_train_step, with_ema
 
 # Live loss/accuracy on the progress bar costs a host sync; do it every this many steps.
 PROGRESS_EVERY = 10
@@ -582,6 +582,9 @@ def fit(
     log_every: int = 50,
     learning_rate: Callable[[int], float] | None = None,
     settings: dict[str, Any] | None = None,
+    label_smoothing: float = 0.0,
+    frozen: Sequence[str] = (),
+    ema_decay: float | None = None,
 ) -> FitResult:
     """Trains for ``epochs`` epochs, validating after each one.
 
@@ -616,6 +619,12 @@ def fit(
       log_every: a step record every this many steps (with ``log_dir``).
       learning_rate: the learning rate at a step, for the log (e.g. an optax schedule).
       settings: more of what must match for a checkpoint to be resumed (model, data, optimiser...).
+      label_smoothing: smooth the training targets (see ``make_train_step``); validation and test
+        report the plain loss.
+      frozen: top-level modules whose parameters stay fixed (``jaxvision.transfer``); build the state's
+        model with ``jaxvision.transfer.with_frozen_layers`` so their batch norm stays in inference mode.
+      ema_decay: keep an EMA of the parameters; validation, early stopping, the test and the returned
+        ``state.eval_variables`` use it.
 
     Returns:
       A FitResult.
@@ -627,7 +636,10 @@ def fit(
       jaxvision.integrity.CorruptCheckpointError: resuming a checkpoint whose files fail their checksums.
     """
     check_epochs_and_patience(epochs, patience)
-    train_step = make_train_step(loss=loss, augment=augment, compiler_options=compiler_options)
+    train_step = make_train_step(loss=loss, augment=augment, compiler_options=compiler_options,
+                                 label_smoothing=label_smoothing, frozen=frozen, ema_decay=ema_decay)
+    if ema_decay is not None:
+        state = with_ema(state)
     eval_step_fn = make_eval_step(loss=loss, compiler_options=compiler_options)
     durability = Durability(checkpoint_dir=checkpoint_dir, resume=resume, checkpoint_every=checkpoint_every,
                             checkpoint_minutes=checkpoint_minutes, keep_checkpoints=keep_checkpoints, log_dir=log_dir,

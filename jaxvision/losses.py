@@ -6,6 +6,8 @@ accepted where it makes sense: the label array's rank says which.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Callable
 
 import jax
@@ -115,6 +117,38 @@ def get_loss(name: str | Loss) -> Loss:
     if name not in LOSSES:
         raise unknown_name_error("loss", name, LOSSES)
     return LOSSES[name]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Smoothed:
+    """A softmax loss trained on smoothed targets; a frozen dataclass, so equal ones share a compiled step."""
+
+    loss: Loss
+    smoothing: float
+
+    def __call__(self, logits: jax.Array, labels: jax.Array) -> jax.Array:
+        if labels.ndim == logits.ndim - 1:
+            labels = jax.nn.one_hot(labels, logits.shape[-1], dtype=jnp.float32)
+        return self.loss(logits, optax.smooth_labels(labels.astype(jnp.float32), self.smoothing))
+
+
+def smoothed(loss: str | Loss, smoothing: float) -> Loss:
+    """``loss`` on label-smoothed targets (Szegedy et al., 2016): ``(1 - s) * one_hot + s / classes``.
+
+    Integer and soft labels (mixup) are both smoothed. Only softmax losses take it.
+
+    Raises:
+      ValueError: ``smoothing`` outside [0, 1), or a loss other than cross_entropy or nll.
+    """
+    if not (isinstance(smoothing, (int, float)) and math.isfinite(smoothing) and 0.0 <= smoothing < 1.0):
+        raise ValueError(f"Invalid label_smoothing={smoothing!r}: expected a number in [0, 1), e.g. 0.1 "
+                         "(--label-smoothing 0.1)")
+    loss = get_loss(loss)
+    if loss not in (cross_entropy, nll):
+        name = next((key for key, value in LOSSES.items() if value is loss), getattr(loss, "__name__", repr(loss)))
+        raise ValueError(f"Invalid label_smoothing={smoothing} with loss {name!r}: label smoothing needs a softmax "
+                         "loss (cross_entropy or nll); drop --label-smoothing or pass --loss cross_entropy")
+    return _Smoothed(loss, float(smoothing)) if smoothing else loss
 
 
 def predicted_classes(logits: jax.Array) -> jax.Array:

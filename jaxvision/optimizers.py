@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import jax
 import jax.numpy as jnp
 import optax
 
@@ -73,6 +74,8 @@ def make_optimizer(
     schedule: str = "constant",
     weight_decay: float = 0.0,
     momentum: float = 0.9,
+    clip_grad_norm: float | None = None,
+    accumulate_steps: int = 1,
 ) -> optax.GradientTransformation:
     """Builds an optax optimiser by name.
 
@@ -83,14 +86,18 @@ def make_optimizer(
       schedule: one of ``SCHEDULES``.
       weight_decay: decoupled decay for adamw, L2 regularisation for the others.
       momentum: for momentum and nesterov.
+      clip_grad_norm: clip each gradient to this global L2 norm first (``optax.clip_by_global_norm``).
+      accumulate_steps: average the gradients of this many steps before each update
+        (``optax.MultiSteps``): the effective batch is ``accumulate_steps`` times the batch, and the
+        schedule spans ``total_steps / accumulate_steps`` updates.
 
     Returns:
       A GradientTransformation whose state carries ``hyperparams["learning_rate"]`` and
-      ``hyperparams["weight_decay"]``.
+      ``hyperparams["weight_decay"]`` (inside ``inner_opt_state`` when accumulating; see ``hyperparams``).
 
     Raises:
-      ValueError: for an unknown name or schedule, or a learning rate, weight decay or momentum that is
-        negative (the rate: not positive) or not finite.
+      ValueError: for an unknown name or schedule, or a learning rate, weight decay, momentum or clipping
+        norm that is negative (the rate and the norm: not positive) or not finite, or accumulate_steps < 1.
     """
     if name not in OPTIMIZERS:
         raise unknown_name_error("optimizer", name, OPTIMIZERS)
@@ -100,10 +107,36 @@ def make_optimizer(
         raise ValueError(f"Invalid weight_decay={weight_decay}: expected a finite number >= 0, e.g. 1e-4.")
     if not (momentum >= 0 and math.isfinite(momentum)):
         raise ValueError(f"Invalid momentum={momentum}: expected a finite number >= 0, e.g. 0.9.")
-    shape = make_schedule(schedule, total_steps)
+    if clip_grad_norm is not None and not (clip_grad_norm > 0 and math.isfinite(clip_grad_norm)):
+        raise ValueError(f"Invalid clip_grad_norm={clip_grad_norm}: expected a finite positive number, e.g. 1.0 "
+                         "(--clip-grad-norm 1.0).")
+    if isinstance(accumulate_steps, bool) or not isinstance(accumulate_steps, int) or accumulate_steps < 1:
+        raise ValueError(f"Invalid accumulate_steps={accumulate_steps!r}: expected an integer >= 1, e.g. 4 "
+                         "(--accumulate-steps 4).")
+    shape = make_schedule(schedule, -(-max(int(total_steps), 1) // accumulate_steps))
 
     @optax.inject_hyperparams
     def optimizer(learning_rate, weight_decay):
-        return _base_optimizer(name, lambda count: learning_rate * shape(count), weight_decay, momentum)
+        base = _base_optimizer(name, lambda count: learning_rate * shape(count), weight_decay, momentum)
+        if clip_grad_norm is None:
+            return base
+        return optax.chain(optax.clip_by_global_norm(clip_grad_norm), base)
 
-    return optimizer(learning_rate=learning_rate, weight_decay=weight_decay)
+    transformation = optimizer(learning_rate=learning_rate, weight_decay=weight_decay)
+    if accumulate_steps > 1:
+        return optax.MultiSteps(transformation, every_k_schedule=accumulate_steps)
+    return transformation
+
+
+def hyperparams(opt_state) -> dict:
+    """The injected hyperparameters (``learning_rate``, ``weight_decay``) of a ``make_optimizer`` state,
+    looked up through gradient accumulation and fine-tuning's per-part states; {} if there are none."""
+    def injected(node) -> bool:
+        # optax.inject_hyperparams' states (InjectHyperparamsState, or the stateful variant newer optax
+        # returns) are the named tuples with a hyperparams dict.
+        return isinstance(node, tuple) and isinstance(getattr(node, "hyperparams", None), dict)
+
+    for node in jax.tree.leaves(opt_state, is_leaf=injected):
+        if injected(node):
+            return dict(node.hyperparams)
+    return {}

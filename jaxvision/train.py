@@ -27,7 +27,7 @@ from flax.training import train_state
 
 from jaxvision.backends.compile import compile_step, initialization_compiler_options
 from jaxvision.batch import Batch, BatchAugment, Metrics
-from jaxvision.losses import Loss, get_loss, hard_labels, predicted_classes
+from jaxvision.losses import Loss, get_loss, hard_labels, predicted_classes, smoothed
 from jaxvision.input_size import check_input_size
 
 
@@ -36,16 +36,48 @@ class TrainState(train_state.TrainState):
 
     Attributes (besides flax's ``step``, ``params``, ``opt_state`` and the static ``apply_fn``, ``tx``):
       batch_stats: batch-norm running statistics; empty for models without batch norm.
+      ema_params: the exponential moving average of ``params`` when the step keeps one
+        (``make_train_step(ema_decay=...)``, started by ``with_ema``); empty otherwise.
     """
 
     batch_stats: Any = struct.field(default_factory=dict)
+    ema_params: Any = struct.field(default_factory=dict)
 
     @property
     def variables(self) -> dict[str, Any]:
-        """The model's variables, as ``apply_fn`` takes them."""
+        """The model's variables as trained, as ``apply_fn`` takes them."""
         if self.batch_stats:
             return {"params": self.params, "batch_stats": self.batch_stats}
         return {"params": self.params}
+
+    @property
+    def eval_variables(self) -> dict[str, Any]:
+        """The variables evaluation uses and runs save: the EMA parameters when kept, else ``variables``."""
+        if not self.ema_params:
+            return self.variables
+        return {**self.variables, "params": self.ema_params}
+
+
+def with_ema(state: TrainState) -> TrainState:
+    """``state`` with its parameter EMA started at the current parameters (a no-op if it has one)."""
+    if state.ema_params:
+        return state
+    return state.replace(ema_params=jax.tree.map(jnp.copy, state.params))
+
+
+def state_from_variables(
+    model: nn.Module, variables: dict[str, Any], optimizer: optax.GradientTransformation
+) -> TrainState:
+    """A TrainState at step 0 that starts from given ``variables`` (e.g. pretrained weights).
+
+    Args:
+      model: the Flax module the variables belong to.
+      variables: ``{"params": ...}``, plus ``"batch_stats"`` for models with batch norm.
+      optimizer: the optax transformation; its state is initialised for these parameters.
+    """
+    params = jax.tree.map(jnp.asarray, variables["params"])
+    batch_stats = jax.tree.map(jnp.asarray, variables.get("batch_stats", {}))
+    return TrainState.create(apply_fn=model.apply, params=params, tx=optimizer, batch_stats=batch_stats)
 
 
 def _initializer(model: nn.Module, input_shape: Sequence[int], optimizer: optax.GradientTransformation):
@@ -158,21 +190,40 @@ class TrainStep:
       augment: on-device batch augmentation ``(key, batch) -> batch``, or None.
       compiler_options: XLA options as sorted (name, value) pairs; None lets the backend choose
         (``jaxvision.backends.compile``), ``()`` is XLA's defaults.
+      frozen: top-level module names whose parameters stay fixed: no gradient is computed for them
+        and they are carried over bit for bit (``jaxvision.transfer.frozen_modules``).
+      ema_decay: keep ``state.ema_params``, an exponential moving average of the parameters with this
+        decay (warmed up as TensorFlow's ExponentialMovingAverage: ``min(decay, (1 + t) / (10 + t))``);
+        None keeps none.
     """
 
     loss: Loss
     augment: BatchAugment | None = None
     compiler_options: tuple[tuple[str, Any], ...] | None = None
+    frozen: tuple[str, ...] = ()
+    ema_decay: float | None = None
 
     def unjitted(self, state: TrainState, batch: Batch, key: jax.Array) -> tuple[TrainState, Metrics]:
         """The step's body: fold ``state.step`` into ``key``, augment, differentiate, update."""
         augment_key, dropout_key = split_step_key(key, state.step)
         if self.augment is not None:
             batch = self.augment(augment_key, batch)
-        grad_fn = jax.value_and_grad(lambda p: loss_and_updates(state, p, batch, dropout_key, loss=self.loss), has_aux=True)
-        (loss, (logits, batch_stats)), grads = grad_fn(state.params)
+        trainable, fixed = split_frozen(state.params, self.frozen)
+
+        def loss_of(trained: Any) -> tuple[jax.Array, tuple[jax.Array, Any]]:
+            return loss_and_updates(state, {**trained, **fixed}, batch, dropout_key, loss=self.loss)
+
+        # Differentiating with respect to the trainable modules only: JAX then never builds the frozen
+        # ones' backward pass (their tangents are symbolic zeros), which is the speed-up of a linear probe.
+        (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_of, has_aux=True)(trainable)
         correct = predicted_classes(logits) == hard_labels(batch.labels)
-        new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+        full_grads = {**grads, **jax.tree.map(jnp.zeros_like, fixed)}
+        new_state = state.apply_gradients(grads=full_grads, batch_stats=batch_stats)
+        if fixed:
+            # Whatever the optimiser does with a zero gradient (weight decay, momentum), frozen stays frozen.
+            new_state = new_state.replace(params={**new_state.params, **fixed})
+        if self.ema_decay is not None:
+            new_state = new_state.replace(ema_params=_ema_update(state, new_state.params, self.ema_decay))
         # The divergence guard's flag: read by the loop at its next host sync, never here.
         finite = is_finite(loss, grads).astype(jnp.float32)
         return new_state, {"loss": loss, "accuracy": _masked_mean(correct, batch.mask), "finite": finite}
@@ -206,8 +257,8 @@ class EvalStep:
     compiler_options: tuple[tuple[str, Any], ...] | None = None
 
     def unjitted(self, state: TrainState, batch: Batch) -> Metrics:
-        """{"loss_sum", "correct", "count"} of the batch's real examples, in eval mode."""
-        logits = state.apply_fn(state.variables, batch.images, train=False).astype(jnp.float32)
+        """{"loss_sum", "correct", "count"} of the batch's real examples, in eval mode (EMA weights if kept)."""
+        logits = state.apply_fn(state.eval_variables, batch.images, train=False).astype(jnp.float32)
         correct = predicted_classes(logits) == hard_labels(batch.labels)
         return {
             "loss_sum": jnp.sum(self.loss(logits, batch.labels) * batch.mask),
@@ -218,6 +269,22 @@ class EvalStep:
     def __call__(self, state: TrainState, batch: Batch) -> Metrics:
         compiled = compile_step(_run_eval_step, state, static_argnames="step", compiler_options=_options(self.compiler_options))
         return compiled(state, batch, step=self)
+
+
+def split_frozen(params: Any, frozen: Sequence[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``params`` split by top-level module name into (trainable, frozen) dicts."""
+    trainable = {name: value for name, value in params.items() if name not in frozen}
+    fixed = {name: value for name, value in params.items() if name in frozen}
+    return trainable, fixed
+
+
+def _ema_update(state: TrainState, params: Any, decay: float) -> Any:
+    if not state.ema_params:
+        raise ValueError("make_train_step(ema_decay=...) needs a state with an EMA: start one with "
+                         "jaxvision.train.with_ema(state) (fit does)")
+    step = state.step.astype(jnp.float32)
+    rate = jnp.minimum(decay, (1.0 + step) / (10.0 + step))
+    return jax.tree.map(lambda average, value: rate * average + (1.0 - rate) * value, state.ema_params, params)
 
 
 # Module-level, with the step as a static argument: equal steps (equal loss, augmentation and options)
@@ -240,7 +307,8 @@ def _options_key(compiler_options: dict[str, Any] | None) -> tuple[tuple[str, An
 
 def make_train_step(
     *, loss: str | Loss = "cross_entropy", augment: BatchAugment | None = None,
-    compiler_options: dict[str, Any] | None = None,
+    compiler_options: dict[str, Any] | None = None, label_smoothing: float = 0.0,
+    frozen: Sequence[str] = (), ema_decay: float | None = None,
 ) -> TrainStep:
     """Builds the train step from its parts.
 
@@ -250,11 +318,26 @@ def make_train_step(
         ``jaxvision.augment.parse_augment_spec(...)``), with its own key, never dropout's.
       compiler_options: XLA compile options; None (default) lets ``jaxvision.backends`` choose for
         the network, ``{}`` is XLA's defaults.
+      label_smoothing: in [0, 1): train on ``(1 - s) * one_hot + s / classes`` targets (softmax
+        cross-entropy only); evaluation keeps the plain loss.
+      frozen: top-level module names to keep fixed (see ``TrainStep.frozen``); run the model through
+        ``jaxvision.transfer.with_frozen_layers`` too, so their batch norm and dropout are in inference mode.
+      ema_decay: in (0, 1), keep an EMA of the parameters (see ``TrainStep.ema_decay``).
 
     Returns:
       A TrainStep: ``step(state, batch, key) -> (state, metrics)``.
+
+    Raises:
+      ValueError: for an unknown loss, label smoothing outside [0, 1) or on another loss, or an EMA decay
+        outside (0, 1).
     """
-    return TrainStep(loss=get_loss(loss), augment=augment, compiler_options=_options_key(compiler_options))
+    loss_fn = get_loss(loss)
+    if label_smoothing:
+        loss_fn = smoothed(loss_fn, label_smoothing)
+    if ema_decay is not None and not (0.0 < ema_decay < 1.0):
+        raise ValueError(f"Invalid ema_decay={ema_decay}: expected a number in (0, 1), e.g. 0.999 (--ema-decay 0.999)")
+    return TrainStep(loss=loss_fn, augment=augment, compiler_options=_options_key(compiler_options),
+                     frozen=tuple(sorted(frozen)), ema_decay=None if ema_decay is None else float(ema_decay))
 
 
 def make_eval_step(*, loss: str | Loss = "cross_entropy", compiler_options: dict[str, Any] | None = None) -> EvalStep:
@@ -273,8 +356,8 @@ eval_step = make_eval_step()
 
 
 def predict(state: TrainState, images: jax.Array) -> jax.Array:
-    """Eval-mode logits ``[batch, num_classes]`` for ``images`` ``[batch, h, w, c]``."""
-    return state.apply_fn(state.variables, images, train=False)
+    """Eval-mode logits ``[batch, num_classes]`` for ``images`` ``[batch, h, w, c]`` (EMA weights if kept)."""
+    return state.apply_fn(state.eval_variables, images, train=False)
 
 
 __all__ = [
@@ -293,6 +376,9 @@ __all__ = [
     "make_eval_step",
     "make_train_step",
     "predict",
+    "split_frozen",
     "split_step_key",
+    "state_from_variables",
     "train_step",
+    "with_ema",
 ]

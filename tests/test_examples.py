@@ -247,3 +247,77 @@ def test_examples_readme_has_every_example_with_its_command():
     for name in sorted(os.listdir(EXAMPLES)):
         if name.endswith(".py"):
             assert f"python examples/{name}" in readme, f"examples/README.md does not show how to run {name}"
+
+
+# transfer_mnist_to_digits.py
+
+
+def test_transfer_mnist_to_digits_quick_table_matches_json_and_the_installed_probe(tmp_path):
+    import json
+    import re
+
+    import optax
+
+    from jaxvision.fit import evaluate
+    from jaxvision.run_record import read_run_file
+    from jaxvision.train import state_from_variables
+
+    # A stand-in for the MNIST pretraining (offline and fast): one epoch of mnist_cnn on digits at 28x28.
+    pretrained = str(tmp_path / "pretrained")
+    command = ["train", "--model", "mnist_cnn", "--dataset", "digits", "--image-size", "28", "--epochs", "1",
+               "--no-progress", "--output-dir", pretrained]
+    assert cli_main(command) == 0
+    output = tmp_path / "results"
+    result = example("transfer_mnist_to_digits.py").main(pretrained, quick=True, output=str(output), progress=False)
+    record = json.loads((output / "results.json").read_text())
+    table = (output / "results.md").read_text()
+
+    assert list(record["methods"]) == ["linear_probe", "last_block", "all", "scratch"]
+    assert record["per_class"] == [10] and record["seeds"] == [0] and record["recipe"]["steps"] == 20
+    rows = {cells[0]: cells[1:] for cells in
+            ([cell.strip() for cell in line.split("|")[1:-1]] for line in table.splitlines() if line.startswith("| "))}
+    assert rows.pop("method") == ["10 per class"]
+    assert list(rows) == list(record["methods"].values())
+    runs = {run["method"]: run for run in record["runs"]}
+    assert len(record["runs"]) == len(record["summary"]) == 4
+    for cell in record["summary"]:
+        accuracy = cell["test_accuracy_mean"]
+        # One seed: the mean is that run's accuracy, a count of right answers out of digits' 360 test images.
+        assert accuracy == runs[cell["method"]]["test_accuracy"] and cell["test_accuracy_std"] is None
+        assert math.isfinite(accuracy) and 0 <= accuracy <= 1 and abs(accuracy * 360 - round(accuracy * 360)) < 1e-6
+        match = re.fullmatch(r"(\d+\.\d) % \((\d+\.\d) s\)", rows[record["methods"][cell["method"]]][0])
+        assert match, rows
+        assert abs(float(match[1]) - 100 * accuracy) <= 0.05 + 1e-9
+        assert abs(float(match[2]) - cell["seconds_mean"]) <= 0.05 + 1e-9 and cell["seconds_mean"] > 0
+    # 10 per class is 100 images in batches of 32: exactly 20 steps through fit; the probe's epochs of 4 batches
+    # (the last of 4 images) reach 20 in 5 epochs; the frozen fit drops that last batch: 5 x 3 steps.
+    assert [runs[method]["steps"] for method in record["methods"]] == [20, 20, 20, 20]
+    [speedup] = record["probe_speedup"]  # --quick: at the table's epochs only
+    assert speedup["epochs"] == 5 and speedup["frozen_fit"]["steps"] == 15
+    assert speedup["cached"]["seconds"] == runs["linear_probe"]["seconds"]
+    assert speedup["speedup"] == pytest.approx(speedup["frozen_fit"]["seconds"] / speedup["cached"]["seconds"])
+    assert f"{speedup['speedup']:.1f}x faster" in table
+
+    # The probe's accuracy, computed on cached features, is the whole network's with the trained head installed.
+    detail = {run.method: run for run in result["runs_detail"]}
+    normalization = read_run_file(pretrained)["normalization"]
+    splits = jaxvision.data.load_splits("digits", image_size=28, mean=normalization["mean"], std=normalization["std"])
+    probe = detail["linear_probe"]
+    test = evaluate(state_from_variables(probe.model, probe.variables, optax.identity()), splits.eval_batches("test"))
+    assert test["count"] == 360 and test["accuracy"] == runs["linear_probe"]["test_accuracy"]
+
+    # What trained: the probe and last:1 keep the convolutions bit for bit; full fine-tuning and scratch do not.
+    start = jaxvision.load_run(pretrained).variables["params"]
+    params = {method: run.variables["params"] for method, run in detail.items()}
+    for name in ("Conv_0", "Conv_1"):
+        for kept in ("linear_probe", "last_block"):
+            np.testing.assert_array_equal(params[kept][name]["kernel"], start[name]["kernel"])
+        for moved in ("all", "scratch"):
+            assert not np.array_equal(params[moved][name]["kernel"], start[name]["kernel"])
+    np.testing.assert_array_equal(params["linear_probe"]["Dense_0"]["kernel"], start["Dense_0"]["kernel"])
+    assert not np.array_equal(params["last_block"]["Dense_0"]["kernel"], start["Dense_0"]["kernel"])
+    # 20 small steps keep full fine-tuning near the pretrained filters; scratch's come from a fresh draw.
+    def correlation(method):
+        return np.corrcoef(np.ravel(params[method]["Conv_0"]["kernel"]), np.ravel(start["Conv_0"]["kernel"]))[0, 1]
+
+    assert correlation("all") > 0.9 and abs(correlation("scratch")) < 0.5

@@ -261,7 +261,7 @@ def test_a_missing_relative_path_is_reported_as_a_folder_not_a_dataset(tmp_path,
     [
         ({"image_size": (0, 4)}, r"Invalid image_size=\(0, 4\)"),
         ({"image_size": (4, 4, 3)}, r"Invalid image_size"),
-        ({"resize": "crop"}, r"Invalid resize='crop': expected one of stretch, center-crop, pad"),
+        ({"resize": "crop"}, r"Invalid resize='crop': expected one of stretch, center-crop, resize-crop, pad"),
         ({"channels": 2}, r"Invalid channels=2"),
         ({"memory_budget_bytes": -1}, r"Invalid memory_budget_bytes=-1"),
         ({"std": [0.0]}, r"Invalid std=\[0.0\]"),

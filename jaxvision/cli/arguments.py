@@ -103,3 +103,33 @@ def image_size(text: str) -> tuple[int, int]:
     if len(values) not in (1, 2) or min(values) < 1:
         raise argparse.ArgumentTypeError(f"invalid image size {text!r}: expected H or H,W, e.g. 32 or 224,224")
     return (values[0], values[0]) if len(values) == 1 else values
+
+
+def unit_fraction(text: str) -> float:
+    """A number in [0, 1), e.g. a label-smoothing amount."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected a number in [0, 1), e.g. 0.1") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected a number in [0, 1), e.g. 0.1")
+    return value
+
+
+def decay(text: str) -> float:
+    """A number in (0, 1), e.g. an EMA decay."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid decay {text!r}: expected a number in (0, 1), e.g. 0.999") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"invalid decay {text!r}: expected a number in (0, 1), e.g. 0.999")
+    return value
+
+
+def finetune(text: str) -> str:
+    """all, linear or last:K (K >= 1)."""
+    mode, _, count = text.partition(":")
+    if text in ("all", "linear") or (mode == "last" and count.isdigit() and int(count) >= 1):
+        return text
+    raise argparse.ArgumentTypeError(f"invalid finetune {text!r}: expected all, linear or last:K with K >= 1, e.g. last:2")

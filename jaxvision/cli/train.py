@@ -37,8 +37,10 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-size", type=arguments.image_size, default=None, metavar="H[,W]",
                         help="resize every image to H x W (default: the dataset's own size; for an image folder, "
                              "the most common size of its training images)")
-    parser.add_argument("--resize", choices=("stretch", "center-crop", "pad"), default="stretch",
-                        help="image folders: how --image-size is reached (default: stretch)")
+    parser.add_argument("--resize", choices=("stretch", "center-crop", "resize-crop", "pad"), default=None,
+                        help="image folders: how --image-size is reached; resize-crop is torchvision's evaluation "
+                             "transform (resize 256, crop 224, scaled) (default: stretch; resize-crop with "
+                             "torchvision --weights)")
     parser.add_argument("--channels", type=int, choices=(1, 3), default=None,
                         help="image folders: 1 (grey) or 3 (RGB) (default: 1 if every training image is grey, else 3)")
     parser.add_argument("--skip-bad-images", action="store_true",
@@ -64,9 +66,11 @@ def load_training_data(args: argparse.Namespace, *, seed: int):
         seed=seed,
         data_dir=args.data_dir,
         image_size=args.image_size,
-        resize=args.resize,
+        resize=args.resize or "stretch",
         channels=args.channels,
         skip_bad_images=args.skip_bad_images,
+        mean=getattr(args, "normalization_mean", None),
+        std=getattr(args, "normalization_std", None),
     )
 
 
@@ -104,7 +108,9 @@ RESUME_SETTINGS = ("model", "dataset", "epochs", "batch_size", "eval_batch_size"
                    "schedule", "weight_decay", "momentum", "loss", "dropout_rate", "activation", "validation_fraction",
                    "image_size", "resize", "channels", "skip_bad_images",
                    "patience", "kernels", "seed", "augment", "first_seed", "seeds", "learning_rates",
-                   "weight_decays", "dropout_rates", "strategy")
+                   "weight_decays", "dropout_rates", "strategy", "weights", "finetune", "backbone_lr_scale",
+                   "keep_head", "cache_features", "label_smoothing", "clip_grad_norm", "ema_decay",
+                   "accumulate_steps", "dtype")
 
 
 def add_durability_arguments(parser: argparse.ArgumentParser) -> None:
@@ -123,7 +129,10 @@ def add_durability_arguments(parser: argparse.ArgumentParser) -> None:
 
 def resume_settings(args: argparse.Namespace) -> dict:
     """The options a resumed run must share with the run it continues."""
-    return {name: getattr(args, name) for name in RESUME_SETTINGS if hasattr(args, name)}
+    settings = {name: getattr(args, name) for name in RESUME_SETTINGS if hasattr(args, name)}
+    if settings.get("resize", "stretch") is None:
+        settings["resize"] = "stretch"  # the default, as runs before resize-crop recorded it
+    return settings
 
 
 def default_output_dir(args: argparse.Namespace, prefix: str = "") -> str:
@@ -216,15 +225,124 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--tta", type=arguments.spec, default=None, metavar="VIEWS", help="also report test accuracy with test-time augmentation: 2, 10, 30, 150 or e.g. flip,crops:5"
     )
+    add_fine_tuning_arguments(parser)
     parser.set_defaults(func=run)
+
+
+def add_fine_tuning_arguments(parser: argparse.ArgumentParser) -> None:
+    """Pretrained weights, what of them trains, and the training knobs fine-tuning uses (from scratch too)."""
+    group = parser.add_argument_group("pretrained weights and fine-tuning")
+    group.add_argument("--weights", default=None, metavar="FILE_OR_RUN",
+                       help="start from a torchvision state_dict (.pth, .pt, .safetensors, .npz; see `jaxvision "
+                            "weights`) or a finished jaxvision run folder; the head is new unless --keep-head")
+    group.add_argument("--finetune", type=arguments.finetune, default=None, metavar="all|linear|last:K",
+                       help="with --weights: train everything (all, default), only the new head (linear), or the "
+                            "last K stages or blocks and the head (last:K); frozen parts keep batch norm in "
+                            "inference mode and their statistics untouched")
+    group.add_argument("--backbone-lr-scale", type=arguments.positive_float, default=None, metavar="S",
+                       help="with --weights: the trained backbone's learning rate is S times the head's (default 1)")
+    group.add_argument("--keep-head", action="store_true",
+                       help="with --weights: keep the weights' head (same number of classes) instead of a new one")
+    group.add_argument("--cache-features", action="store_true",
+                       help="with --finetune linear: compute each image's backbone features once, then train the "
+                            "head on the cache (no augmentation, no checkpoints: it takes seconds)")
+    group.add_argument("--label-smoothing", type=arguments.unit_fraction, default=0.0, metavar="S",
+                       help="train on (1 - S) * one-hot + S / classes targets (softmax losses; default 0)")
+    group.add_argument("--clip-grad-norm", type=arguments.positive_float, default=None, metavar="N",
+                       help="clip each gradient to global L2 norm N")
+    group.add_argument("--ema-decay", type=arguments.decay, default=None, metavar="D",
+                       help="keep an exponential moving average of the weights (e.g. 0.999); validation, the best "
+                            "state, the test and the saved model use it")
+    group.add_argument("--accumulate-steps", type=arguments.positive_int, default=1, metavar="K",
+                       help="average the gradients of K batches per update (an effective batch K times larger)")
+    group.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                       help="compute dtype of the model (parameters stay float32; default float32)")
+
+
+def check_fine_tuning_arguments(args: argparse.Namespace) -> None:
+    """One line for fine-tuning options that do not fit together, before anything is read."""
+    if args.label_smoothing:
+        from jaxvision.losses import smoothed
+
+        smoothed(args.loss, args.label_smoothing)
+    if args.weights is None:
+        for option, value in (("--finetune", args.finetune), ("--backbone-lr-scale", args.backbone_lr_scale),
+                              ("--keep-head", args.keep_head or None)):
+            if value is not None:
+                raise ValueError(f"{option} needs --weights: pass --weights FILE_OR_RUN (a torchvision state_dict or "
+                                 "a jaxvision run folder), or drop the option to train from scratch")
+    if args.cache_features and args.finetune != "linear":
+        raise ValueError("--cache-features needs --finetune linear (a frozen backbone computes the same features "
+                         "every epoch); add --finetune linear or drop --cache-features")
+    if args.cache_features and (args.augment or args.ema_decay is not None or args.accumulate_steps > 1):
+        option = "--augment" if args.augment else "--ema-decay" if args.ema_decay is not None else "--accumulate-steps"
+        raise ValueError(f"{option} does not apply with --cache-features (the head trains on fixed features); drop "
+                         "one of them")
+    if args.finetune == "linear" and args.backbone_lr_scale is not None:
+        raise ValueError("--backbone-lr-scale does nothing with --finetune linear (the backbone is frozen); use "
+                         "--finetune all or last:K")
+
+
+def probe_on_cached_features(args: argparse.Namespace, splits, model, state, optimizer, key):
+    """``--finetune linear --cache-features``: the backbone's features of every image once, then the head
+    trained on them for ``--epochs`` epochs; a FitResult like ``fit``'s (the last epoch's head)."""
+    import math
+
+    from jaxvision.fit import FitResult, evaluate
+    from jaxvision.train import make_eval_step, state_from_variables
+    from jaxvision.transfer import cache_features, feature_extractor, install_head, train_linear_probe
+
+    start = time.perf_counter()
+    extract = feature_extractor(model, state.variables)
+    train = cache_features(extract, splits.eval_batches("train"))
+    validation = cache_features(extract, splits.eval_batches("validation"))
+    cached = time.perf_counter() - start
+    print(f"cached {len(train[0]) + len(validation[0])} images' features ({train[0].shape[1]} each) in {cached:.1f}s")
+    steps = args.epochs * math.ceil(len(train[0]) / splits.batch_size)
+    from jaxvision.optimizers import make_optimizer
+
+    head_optimizer = make_optimizer(args.optimizer, args.learning_rate, total_steps=steps, schedule=args.schedule,
+                                    weight_decay=args.weight_decay, momentum=args.momentum,
+                                    clip_grad_norm=args.clip_grad_norm)
+    head, history = train_linear_probe(*train, num_classes=splits.meta.num_classes, epochs=args.epochs,
+                                       batch_size=splits.batch_size, optimizer=head_optimizer, key=key,
+                                       validation=validation, progress=not args.no_progress)
+    trained = state_from_variables(model, install_head(state.variables, head), optimizer)
+    test = evaluate(trained, splits.eval_batches("test"), step=make_eval_step(loss=args.loss))
+    seconds = time.perf_counter() - start
+    for epoch in range(args.epochs):
+        if epoch == args.epochs - 1 or (epoch + 1) % max(args.epochs // 5, 1) == 0:
+            print(f"epoch {epoch + 1}/{args.epochs}: train loss {history['train_loss'][epoch]:.4f} acc "
+                  f"{history['train_accuracy'][epoch]:.4f} | val loss {history['val_loss'][epoch]:.4f} acc "
+                  f"{history['val_accuracy'][epoch]:.4f}")
+    del optimizer  # the head's own optimiser trained it; the state keeps the run's for its structure
+    return FitResult(state=trained, history=history, best_epoch=args.epochs - 1, stopped_early=False, test=test,
+                     train_images_per_second=args.epochs * len(train[0]) / max(seconds, 1e-9))
+
+
+def write_test_evaluation(state, splits, meta, directory: str):
+    """The per-class table and the confusion matrix of the returned state on the test split, written
+    into the run folder (``jaxvision.evaluation.write_evaluation``)."""
+    from jaxvision.evaluation import write_evaluation
+    from jaxvision.train import predict
+
+    logits_of = jax.jit(predict)  # eval mode, the EMA weights if kept: what the test figures measured
+    logits, labels = [], []
+    for batch in splits.eval_batches("test"):
+        keep = np.asarray(batch.mask) == 1
+        logits.append(np.asarray(logits_of(state, batch.images), np.float32)[keep])
+        labels.append(np.asarray(batch.labels)[keep])
+    return write_evaluation(np.concatenate(logits), np.concatenate(labels), list(meta.class_names), directory)
 
 
 def learning_rate_at(args: argparse.Namespace, total_steps: int):
     """The learning rate at a step of the run, for the training log."""
     from jaxvision.optimizers import make_schedule
 
-    shape = make_schedule(args.schedule, total_steps)
-    return lambda step: args.learning_rate * float(shape(step))
+    # With gradient accumulation the schedule counts updates, one every accumulate_steps steps.
+    every = getattr(args, "accumulate_steps", 1)
+    shape = make_schedule(args.schedule, -(-max(total_steps, 1) // every))
+    return lambda step: args.learning_rate * float(shape(step // every))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -232,17 +350,46 @@ def run(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     overrides = {k: v for k, v in (("dropout_rate", args.dropout_rate), ("activation", args.activation)) if v is not None}
-    # Validate names, specs and the output folder before loading any data.
+    if args.dtype != "float32":
+        overrides["dtype"] = args.dtype  # flax takes dtype names; run.json stays JSON
+    # Validate names, specs, weights and the output folder before loading any data.
     models.get_model(args.model, kernels=args.kernels, **overrides)
+    check_fine_tuning_arguments(args)
     if args.augment:
         augment.parse_augment_spec(args.augment, num_classes=2)
     if args.tta:
         augment.count_views(args.tta)
+    weights = None
+    if args.weights is not None:
+        from jaxvision.finetune import read_weights
+
+        weights = read_weights(args.weights, args.model)
+        prepare_like_weights(args, weights)
+    args.resize = args.resize or "stretch"
     return in_run_directory(args, default_output_dir(args),
-                            lambda run_dir, previous: _run_in(args, run_dir, previous, start, overrides))
+                            lambda run_dir, previous: _run_in(args, run_dir, previous, start, overrides, weights))
 
 
-def _run_in(args: argparse.Namespace, run_dir, previous, start: float, overrides: dict) -> int:
+def prepare_like_weights(args: argparse.Namespace, weights) -> None:
+    """Prepares the images as the weights saw theirs: channels, size, resize mode and normalisation.
+
+    An explicit --image-size or --resize wins (the weights' size is only the default); --channels must
+    agree with the weights' first layer.
+    """
+    from jaxvision.data.pipeline import _is_folder
+
+    if args.channels is not None and args.channels != weights.channels:
+        raise ValueError(f"Invalid --channels {args.channels}: the weights in {args.weights} take {weights.channels}-channel "
+                         f"images; drop --channels (images are converted to {weights.channels} channels)")
+    args.channels = weights.channels
+    if args.image_size is None:
+        args.image_size = tuple(weights.image_size)
+    if args.resize is None and _is_folder(args.dataset):
+        args.resize = weights.resize
+    args.normalization_mean, args.normalization_std = tuple(weights.mean), tuple(weights.std)
+
+
+def _run_in(args: argparse.Namespace, run_dir, previous, start: float, overrides: dict, weights) -> int:
     from jaxvision import augment, backends, models, visualize
     from jaxvision.fit import TrainingDiverged, TrainingInterrupted, fit
     from jaxvision.input_size import check_input_size
@@ -266,6 +413,8 @@ def _run_in(args: argparse.Namespace, run_dir, previous, start: float, overrides
         schedule=args.schedule,
         weight_decay=args.weight_decay,
         momentum=args.momentum,
+        clip_grad_norm=args.clip_grad_norm,
+        accumulate_steps=args.accumulate_steps,
     )
     init_key, train_key = jax.random.split(jax.random.key(args.seed))
     pipeline = (
@@ -273,7 +422,16 @@ def _run_in(args: argparse.Namespace, run_dir, previous, start: float, overrides
         if args.augment
         else None
     )
-    state = create_train_state(model, meta.image_shape, optimizer, init_key)
+    frozen: tuple[str, ...] = ()
+    if weights is not None:
+        from jaxvision.finetune import fine_tune_start
+
+        begin = fine_tune_start(model, weights, num_classes=meta.num_classes, input_shape=meta.image_shape,
+                                optimizer=optimizer, key=init_key, finetune=args.finetune or "all",
+                                backbone_lr_scale=args.backbone_lr_scale or 1.0, keep_head=args.keep_head)
+        model, state, frozen = begin.model, begin.state, begin.frozen
+    else:
+        state = create_train_state(model, meta.image_shape, optimizer, init_key)
     record = {
         "status": "running",
         "command": command_line(),
@@ -291,7 +449,13 @@ def _run_in(args: argparse.Namespace, run_dir, previous, start: float, overrides
         "optimizer": {"name": args.optimizer, "learning_rate": args.learning_rate, "schedule": args.schedule,
                       "total_steps": total_steps, "weight_decay": args.weight_decay, "momentum": args.momentum},
         "training": {"epochs": args.epochs, "batch_size": splits.batch_size, "steps_per_epoch": splits.steps_per_epoch,
-                     "loss": args.loss, "patience": args.patience, "augment": args.augment, "kernels": args.kernels},
+                     "loss": args.loss, "patience": args.patience, "augment": args.augment, "kernels": args.kernels,
+                     "label_smoothing": args.label_smoothing, "clip_grad_norm": args.clip_grad_norm,
+                     "ema_decay": args.ema_decay, "accumulate_steps": args.accumulate_steps, "dtype": args.dtype},
+        "weights": None if weights is None else {
+            **weights.record(), "finetune": args.finetune or "all", "frozen": list(frozen),
+            "backbone_lr_scale": args.backbone_lr_scale or 1.0, "head": "kept" if args.keep_head else "new",
+            "cache_features": args.cache_features},
         "seeds": {"seed": args.seed, "init_and_train": "jax.random.split(jax.random.key(seed))", "shuffle": args.seed},
         "versions": versions(),
         "backend": jax.default_backend(),
@@ -303,13 +467,17 @@ def _run_in(args: argparse.Namespace, run_dir, previous, start: float, overrides
     for line in describe_data(meta):
         print(line)
     try:
-        result = fit(
-            state, splits, epochs=args.epochs, key=train_key, loss=args.loss, augment=pipeline, patience=args.patience,
-            progress=not args.no_progress, checkpoint_dir=run_dir.file("checkpoints"), resume=run_dir.resumed,
-            checkpoint_every=args.checkpoint_every, checkpoint_minutes=args.checkpoint_minutes,
-            keep_checkpoints=args.keep_checkpoints, log_dir=run_dir.path, log_every=args.log_every,
-            learning_rate=learning_rate_at(args, total_steps), settings=resume_settings(args),
-        )
+        if args.cache_features:
+            result = probe_on_cached_features(args, splits, model, state, optimizer, train_key)
+        else:
+            result = fit(
+                state, splits, epochs=args.epochs, key=train_key, loss=args.loss, augment=pipeline, patience=args.patience,
+                progress=not args.no_progress, checkpoint_dir=run_dir.file("checkpoints"), resume=run_dir.resumed,
+                checkpoint_every=args.checkpoint_every, checkpoint_minutes=args.checkpoint_minutes,
+                keep_checkpoints=args.keep_checkpoints, log_dir=run_dir.path, log_every=args.log_every,
+                learning_rate=learning_rate_at(args, total_steps), settings=resume_settings(args),
+                label_smoothing=args.label_smoothing, frozen=frozen, ema_decay=args.ema_decay,
+            )
     except (TrainingInterrupted, TrainingDiverged) as stop:
         return stopped(stop, run_dir, record, command="train")
     tta = None
@@ -339,13 +507,18 @@ def _run_in(args: argparse.Namespace, run_dir, previous, start: float, overrides
         "kernels": backends.resolve_kernels(args.kernels),
         "arguments": {k: v for k, v in vars(args).items() if k != "func"},
     }
+    evaluation = write_test_evaluation(result.state, splits, meta, run_dir.path)
     jsonio.write_json(run_dir.file("history.json"), result.history)
     jsonio.write_json(run_dir.file("metrics.json"), metrics)
     visualize.plot_history(result.history, run_dir.file("history.png"))
-    save_model(run_dir.path, result.state.variables)
+    save_model(run_dir.path, result.state.eval_variables)
     write_run_file(run_dir.path, {**record, "status": "complete", "result": {
         "test_accuracy": result.test["accuracy"], "test_loss": result.test["loss"], "best_epoch": result.best_epoch + 1,
         "epochs_run": metrics["epochs_run"]}})
+    if meta.num_classes <= 20:
+        print(evaluation.table())
+    print(f"per-class results and the confusion matrix: {run_dir.file('per_class.txt')}, "
+          f"{run_dir.file('confusion_matrix.png')}")
     if tta:
         print(f"test accuracy with test-time augmentation ({args.tta}): {tta['accuracy']:.4f}")
     print(

@@ -365,9 +365,11 @@ def load_splits(
         the most common size of their training images (``meta.preprocessing["image_size_chosen"]`` says so).
       mean, std: per-channel normalisation in [0, 1] pixel units; computed from the training split
         when not given.
-      resize: image folders: "stretch", "center-crop" (scale to cover, crop the centre, as torchvision's eval
-        transform) or "pad" (scale to fit, letterbox with zeros). TFDS datasets stretch.
-      channels: image folders: 1 or 3; default 1 if every training image is grayscale, else 3.
+      resize: image folders: "stretch", "center-crop" (scale to cover, crop the centre), "resize-crop"
+        (torchvision's evaluation transform: resize to 256/224 of the size, crop the centre) or "pad" (scale to
+        fit, letterbox with zeros). TFDS datasets stretch.
+      channels: 1 or 3. Image folders: default 1 if every training image is grayscale, else 3. TFDS datasets:
+        default their own; 3 repeats a grey channel, 1 converts RGB to luma.
       skip_bad_images: image folders: leave out images that cannot be decoded (``meta.bad_images``) instead of
         raising a ValueError that names the first.
       memory_budget_bytes: image folders: decoded images up to this many bytes stay in memory; above it they
@@ -390,16 +392,21 @@ def load_splits(
             seed=seed, mean=mean, std=std, image_size=image_size, resize=resize, channels=channels,
             skip_bad_images=skip_bad_images, memory_budget_bytes=memory_budget_bytes,
         )
-    if resize != "stretch" or channels is not None:
-        option = f"resize={resize!r}" if resize != "stretch" else f"channels={channels}"
+    if resize != "stretch":
         raise ValueError(
-            f"{option} applies to image folders only; {name!r} is a TFDS dataset, whose images keep their channels "
-            "and are stretched to image_size. Drop the option (or pass an image folder)."
+            f"resize={resize!r} applies to image folders only; {name!r} is a TFDS dataset, whose images are "
+            "stretched to image_size. Drop the option (or pass an image folder)."
         )
     dataset_builder = builder(name, data_dir=data_dir)
     info = dataset_builder.info
     split_names = _split_names(dataset_builder, validation_fraction)
     datasets = {key: load(name, split, data_dir=data_dir, image_size=image_size)[0].cache() for key, split in split_names.items()}
+    own_channels = int(datasets["train"].element_spec[0].shape[-1])
+    if channels is not None and channels != own_channels:
+        # Grey to RGB repeats the channel (what a pretrained RGB network expects of a grey image); RGB to
+        # grey is ITU-R 601-2 luma, as the image folders' Pillow conversion.
+        convert = tf.image.grayscale_to_rgb if channels == 3 else tf.image.rgb_to_grayscale
+        datasets = {key: ds.map(lambda image, label: (convert(image), label)).cache() for key, ds in datasets.items()}
     label_feature = info.features[info.supervised_keys[1]]
     num_classes = int(label_feature.num_classes)
     # One pass per split counts it (per class too) and fills its in-memory cache.
@@ -431,7 +438,8 @@ def load_splits(
             "image_size_chosen": f"given: image_size={list(image_size)}" if image_size else "the dataset's own size",
             "resize": "stretch" if image_size else "none",
             "channels": image_shape[-1],
-            "channels_chosen": "the dataset's own",
+            "channels_chosen": ("the dataset's own" if channels in (None, own_channels)
+                                else f"given: channels={channels} (the dataset's own: {own_channels})"),
             "scale": _image_folder.SCALE,
         },
     )

@@ -101,6 +101,8 @@ class AlexNet(nn.Module):
       dtype: compute dtype (e.g. jnp.bfloat16); None follows the inputs and parameters.
       param_dtype: parameter dtype.
       conv, max_pool: the layers (flax's; ``jaxvision.backends`` may pass its own).
+      dropout_layer: the dropout layer (``jaxvision.transfer.with_frozen_layers`` passes one that is off in
+        frozen layers).
     """
 
     num_classes: int = 1000
@@ -114,6 +116,7 @@ class AlexNet(nn.Module):
     param_dtype: jnp.dtype = jnp.float32
     conv: ModuleDef = nn.Conv
     max_pool: PoolFn = nn.max_pool
+    dropout_layer: ModuleDef = Dropout
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
@@ -147,6 +150,6 @@ class AlexNet(nn.Module):
             x = adaptive_avg_pool(x, (6, 6))
         x = x.reshape(x.shape[0], -1)
         for index in (1, 2):
-            x = Dropout(self.dropout_rate)(x, train=train)
+            x = self.dropout_layer(self.dropout_rate)(x, train=train)
             x = nn.relu(nn.Dense(self.hidden_size, name=f"fc{index}", **kw)(x))
         return nn.Dense(self.num_classes, name="head", **kw)(x)

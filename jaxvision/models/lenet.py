@@ -23,6 +23,8 @@ class LeNet5(nn.Module):
       pooling: "max" or "avg".
       dropout_rate: dropout after each of the two hidden dense layers' activations, in [0, 1).
       conv, max_pool, avg_pool: the layers (flax's; ``jaxvision.backends`` may pass its own).
+      dropout_layer: the dropout layer (``jaxvision.transfer.with_frozen_layers`` passes one that is off in
+        frozen layers).
     """
 
     num_classes: int = 10
@@ -34,6 +36,7 @@ class LeNet5(nn.Module):
     conv: ModuleDef = nn.Conv
     max_pool: PoolFn = nn.max_pool
     avg_pool: PoolFn = nn.avg_pool
+    dropout_layer: ModuleDef = Dropout
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
@@ -48,5 +51,5 @@ class LeNet5(nn.Module):
         x = x.reshape(x.shape[0], -1)
         for width in (120, 84):
             x = activation(nn.Dense(width, **kw)(x))
-            x = Dropout(self.dropout_rate)(x, train=train)
+            x = self.dropout_layer(self.dropout_rate)(x, train=train)
         return nn.Dense(self.num_classes, **kw)(x)

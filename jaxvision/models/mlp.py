@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxvision.models.activations import Maxout, get_activation
-from jaxvision.models.layers import Dropout
+from jaxvision.models.layers import Dropout, ModuleDef
 
 
 class MLP(nn.Module):
@@ -23,6 +23,8 @@ class MLP(nn.Module):
       activation: name in ``jaxvision.models.ACTIVATIONS``, or "maxout": each hidden layer is then a
         ``Maxout`` of 2 linear pieces per unit (twice the weights) instead of Dense + activation.
       dropout_rate: dropout after each hidden activation, in [0, 1).
+      dropout_layer: the dropout layer (``jaxvision.transfer.with_frozen_layers`` passes one that is off in
+        frozen layers).
     """
 
     num_classes: int = 10
@@ -31,6 +33,7 @@ class MLP(nn.Module):
     dropout_rate: float = 0.0
     dtype: jnp.dtype | None = None
     param_dtype: jnp.dtype = jnp.float32
+    dropout_layer: ModuleDef = Dropout
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
@@ -44,5 +47,5 @@ class MLP(nn.Module):
                 x = Maxout(width, dtype=self.dtype, param_dtype=self.param_dtype)(x)
             else:
                 x = activation(nn.Dense(width, dtype=self.dtype, param_dtype=self.param_dtype)(x))
-            x = Dropout(self.dropout_rate)(x, train=train)
+            x = self.dropout_layer(self.dropout_rate)(x, train=train)
         return nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype)(x)

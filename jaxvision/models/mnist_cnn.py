@@ -27,6 +27,8 @@ class MnistCNN(nn.Module):
       activation: name in ``jaxvision.models.ACTIVATIONS``.
       dropout_rate: dropout on the hidden dense layer's output, in [0, 1).
       conv, max_pool: the layers (flax's; ``jaxvision.backends`` may pass its own).
+      dropout_layer: the dropout layer (``jaxvision.transfer.with_frozen_layers`` passes one that is off in
+        frozen layers).
     """
 
     num_classes: int = 10
@@ -39,6 +41,7 @@ class MnistCNN(nn.Module):
     param_dtype: jnp.dtype = jnp.float32
     conv: ModuleDef = nn.Conv
     max_pool: PoolFn = nn.max_pool
+    dropout_layer: ModuleDef = Dropout
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
@@ -49,5 +52,5 @@ class MnistCNN(nn.Module):
             x = activation(self.conv(features, (size, size), padding="SAME", name=f"Conv_{index}", **kw)(x))
             x = self.max_pool(x, (2, 2), strides=(2, 2))
         x = activation(nn.Dense(self.hidden_size, **kw)(x.reshape(x.shape[0], -1)))
-        x = Dropout(self.dropout_rate)(x, train=train)
+        x = self.dropout_layer(self.dropout_rate)(x, train=train)
         return nn.Dense(self.num_classes, **kw)(x)

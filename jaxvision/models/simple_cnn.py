@@ -22,6 +22,8 @@ class SimpleCNN(nn.Module):
       dropout_rate: dropout after the hidden dense layer (0.5 in the PyTorch example).
       hidden_size: width of the hidden dense layer.
       conv, max_pool: the layers (flax's; ``jaxvision.backends`` may pass its own).
+      dropout_layer: the dropout layer (``jaxvision.transfer.with_frozen_layers`` passes one that is off in
+        frozen layers).
     """
 
     num_classes: int = 10
@@ -33,6 +35,7 @@ class SimpleCNN(nn.Module):
     param_dtype: jnp.dtype = jnp.float32
     conv: ModuleDef = nn.Conv
     max_pool: PoolFn = nn.max_pool
+    dropout_layer: ModuleDef = Dropout
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
@@ -42,8 +45,8 @@ class SimpleCNN(nn.Module):
         x = activation(self.conv(32, (3, 3), padding="VALID", name="Conv_0", **kw)(x))
         x = activation(self.conv(64, (3, 3), padding="VALID", name="Conv_1", **kw)(x))
         x = self.max_pool(x, (2, 2), strides=(2, 2))
-        x = Dropout(self.conv_dropout_rate)(x, train=train)
+        x = self.dropout_layer(self.conv_dropout_rate)(x, train=train)
         x = x.reshape(x.shape[0], -1)
         x = activation(nn.Dense(self.hidden_size, **kw)(x))
-        x = Dropout(self.dropout_rate)(x, train=train)
+        x = self.dropout_layer(self.dropout_rate)(x, train=train)
         return nn.Dense(self.num_classes, **kw)(x)

@@ -48,6 +48,8 @@ class VGG(nn.Module):
       dtype: compute dtype (e.g. jnp.bfloat16); None follows the inputs and parameters.
       param_dtype: parameter dtype.
       conv, norm, max_pool: the layers (flax's; ``jaxvision.backends`` may pass its own).
+      dropout_layer: the dropout layer (``jaxvision.transfer.with_frozen_layers`` passes one that is off in
+        frozen layers).
     """
 
     num_classes: int = 1000
@@ -61,6 +63,7 @@ class VGG(nn.Module):
     conv: ModuleDef = nn.Conv
     norm: ModuleDef = nn.BatchNorm
     max_pool: PoolFn = nn.max_pool
+    dropout_layer: ModuleDef = Dropout
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
@@ -88,5 +91,5 @@ class VGG(nn.Module):
         x = x.reshape(x.shape[0], -1)
         for index in (1, 2):
             x = nn.relu(nn.Dense(self.hidden_size, name=f"fc{index}", **kw)(x))
-            x = Dropout(self.dropout_rate)(x, train=train)
+            x = self.dropout_layer(self.dropout_rate)(x, train=train)
         return nn.Dense(self.num_classes, name="head", **kw)(x)
