@@ -8,14 +8,20 @@ import sys
 from collections.abc import Sequence
 
 from jaxvision.cli import augment_preview as augment_preview_command
+from jaxvision.cli import evaluate as evaluate_command
+from jaxvision.cli import export as export_command
 from jaxvision.cli import kernels as kernels_command
+from jaxvision.cli import predict as predict_command
 from jaxvision.cli import summary as summary_command
 from jaxvision.cli import sweep as sweep_command
 from jaxvision.cli import train as train_command
+from jaxvision.cli import visualize as visualize_command
+from jaxvision.cli import weights as weights_command
 from jaxvision.backends.process import prepare_training_process
 
 # Each module has add_parser(subparsers), which registers a subcommand whose ``func`` runs it.
-_COMMANDS = (train_command, sweep_command, summary_command, augment_preview_command, kernels_command)
+_COMMANDS = (train_command, sweep_command, summary_command, augment_preview_command, kernels_command, export_command,
+             predict_command, evaluate_command, visualize_command, weights_command)
 _TRAINING_COMMANDS = ("train", "sweep")
 
 

@@ -1,4 +1,4 @@
-"""Plots people would rather look at than read: learning curves and confusion matrices."""
+"""The confusion matrix: counts of (true class, predicted class), and its heat map."""
 
 from __future__ import annotations
 
@@ -6,31 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only; never needs a display
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def plot_history(history: dict[str, list[float]], path: str) -> None:
-    """Saves loss and accuracy per epoch (train and validation) side by side as a PNG."""
-    plt = _pyplot()
-    epochs = np.arange(1, len(history["train_loss"]) + 1)
-    figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(10, 4))
-    for axis, metric in ((loss_axis, "loss"), (accuracy_axis, "accuracy")):
-        axis.plot(epochs, history[f"train_{metric}"], "o-", label="train")
-        axis.plot(epochs, history[f"val_{metric}"], "s-", label="validation")
-        axis.set_xlabel("epoch")
-        axis.set_ylabel(metric)
-        axis.grid(alpha=0.3)
-        axis.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+from jaxvision.visualize.grids import pyplot, save_figure
 
 
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
@@ -42,7 +18,7 @@ def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: i
 
 def plot_confusion_matrix(matrix: np.ndarray, path: str, *, class_names: Sequence[str] | None = None) -> None:
     """Saves a confusion matrix (from ``confusion_matrix``) as an annotated heat map PNG."""
-    plt = _pyplot()
+    plt = pyplot()
     num_classes = matrix.shape[0]
     names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
     figure, axis = plt.subplots(figsize=(1 + 0.6 * num_classes, 1 + 0.6 * num_classes))
@@ -55,5 +31,4 @@ def plot_confusion_matrix(matrix: np.ndarray, path: str, *, class_names: Sequenc
     for (row, column), count in np.ndenumerate(matrix):
         axis.text(column, row, str(count), ha="center", va="center", fontsize=8, color="white" if count > threshold else "black")
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    save_figure(figure, path)
