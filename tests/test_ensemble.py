@@ -161,8 +161,11 @@ def test_a_population_of_one_gives_fits_result(data, strategy, optimizer, learni
     assert bool(result.stopped_epoch[0] >= 0) == single.stopped_early
     member = result.population.member(0)
     assert int(member.step) == int(single.state.step) == (single.best_epoch + 1) * (NUM_TRAIN // BATCH_SIZE)
-    _assert_trees_close(member.params, single.state.params, rtol=1e-5, atol=1e-6)
-    _assert_trees_close(member.opt_state, single.state.opt_state, rtol=1e-5, atol=1e-6)
+    # A vmapped step and the unbatched one round differently in float32, and how much depends on the host: on
+    # one 2-core AVX2 host an Adam moment of ~0.03 differed by 1.9e-6 after 2 epochs (the code before issue 20
+    # too). Another data order or key moves parameters by far more than 1e-5.
+    _assert_trees_close(member.params, single.state.params, rtol=1e-5, atol=1e-5)
+    _assert_trees_close(member.opt_state, single.state.opt_state, rtol=1e-5, atol=1e-5)
     for name in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
         assert result.history[name].shape == (len(single.history[name]), 1), name
         np.testing.assert_allclose(result.history[name][:, 0], single.history[name], rtol=1e-5, err_msg=name)
