@@ -20,6 +20,7 @@ import tensorflow_datasets as tfds
 
 from jaxvision._suggest import unknown_name_error
 from jaxvision.data import digits as _digits  # registers the ``digits`` builder with TFDS
+from jaxvision.data import shapes as _shapes  # registers the ``shapes`` builder with TFDS
 from jaxvision.data import image_folder as _image_folder
 from jaxvision.batch import Batch
 
@@ -28,10 +29,12 @@ from jaxvision.batch import Batch
 with contextlib.suppress(RuntimeError):
     tf.config.set_visible_devices([], "GPU")
 
-COMMON_DATASETS = ("digits", "mnist", "fashion_mnist", "kmnist", "emnist", "cifar10", "cifar100", "svhn_cropped", "eurosat")
+COMMON_DATASETS = ("digits", "shapes", "mnist", "fashion_mnist", "kmnist", "emnist", "cifar10", "cifar100", "svhn_cropped", "eurosat")
 # The test split is carved from the end of "train" for datasets that have no "test" split.
 CARVED_TEST_FRACTION = 0.2
 _DIGITS_NAME = _digits.Digits.name
+# Datasets generated locally on first use (a config may follow the name: shapes/small).
+_GENERATED_NAMES = (_DIGITS_NAME, _shapes.Shapes.name)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,7 +83,7 @@ def builder(name: str, *, data_dir: str | None = None) -> tfds.core.DatasetBuild
     if os.path.isdir(name):
         return tfds.folder_dataset.ImageFolder(name)
     data_dir = resolve_data_dir(data_dir)
-    if name == _DIGITS_NAME:
+    if name.split("/")[0] in _GENERATED_NAMES:
         dataset_builder = tfds.builder(name, data_dir=_digits_data_dir(data_dir))
         dataset_builder.download_and_prepare()
         return dataset_builder
