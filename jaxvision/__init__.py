@@ -2,7 +2,7 @@
 
 ``jaxvision.data`` (tensorflow-datasets input pipelines) imports TensorFlow, so it and the other
 subpackages (``augment``, ``pretrained``, ``transfer``, ``finetune``, ``evaluation``, ``visualize``,
-``export``) are loaded on first use rather than here: ``jaxvision.pretrained.load_torchvision(...)`` works
+``export``, ``tasks``) are loaded on first use rather than here: ``jaxvision.pretrained.load_torchvision(...)`` works
 after ``import jaxvision``.
 """
 
@@ -67,13 +67,14 @@ __all__ = [
     "pretrained",
     "restore_checkpoint",
     "save_checkpoint",
+    "tasks",
     "train_step",
     "transfer",
     "visualize",
 ]
 
 
-_LAZY_MODULES = ("data", "augment", "pretrained", "transfer", "finetune", "evaluation", "visualize", "export")
+_LAZY_MODULES = ("data", "augment", "pretrained", "transfer", "finetune", "evaluation", "visualize", "export", "tasks")
 
 
 def __getattr__(name: str) -> Any:

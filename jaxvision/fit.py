@@ -27,7 +27,7 @@ from jaxvision.batch import Batch, BatchAugment, Metrics
 from jaxvision.interrupts import deferred_interrupts
 from jaxvision.label_checks import check_labels, check_outputs, model_outputs
 from jaxvision.losses import Loss
-from jaxvision.train import EvalStep, TrainState, eval_step, make_eval_step, make_train_step, with_ema
+from jaxvision.train import EvalStep, Score, TrainState, eval_step, make_eval_step, make_train_step, with_ema
 
 # Live loss/accuracy on the progress bar costs a host sync; do it every this many steps.
 PROGRESS_EVERY = 10
@@ -475,7 +475,8 @@ def evaluate(
     for batch in batches:
         if outputs is None:
             outputs = model_outputs(state, batch.images)
-        check_labels(batch.labels, outputs, where="an evaluation batch")
+        if getattr(step, "score", None) is None:  # class labels; a task's score knows its own targets
+            check_labels(batch.labels, outputs, where="an evaluation batch")
         metrics = step(state, batch)
         sums = metrics if sums is None else jax.tree.map(jnp.add, sums, metrics)
     if sums is None:
@@ -523,10 +524,12 @@ class _SingleRun:
 
     def steps(self, epoch: int, start: int) -> Iterator[tuple[Metrics, int]]:
         for batch in _train_batches(self._data, epoch, start):
-            if self._outputs is None:
+            classes = self._train_step.score is None  # a task's targets are checked when it loads them
+            if self._outputs is None and classes:
                 self._outputs = model_outputs(self._state, batch.images)
                 check_outputs(self._outputs, self._train_step.loss)
-            check_labels(batch.labels, self._outputs, where=f"a training batch of epoch {epoch + 1}")
+            if classes:
+                check_labels(batch.labels, self._outputs, where=f"a training batch of epoch {epoch + 1}")
             self._state, metrics = self._train_step(self._state, batch, self._key)
             yield metrics, len(batch.mask)
 
@@ -585,6 +588,7 @@ def fit(
     label_smoothing: float = 0.0,
     frozen: Sequence[str] = (),
     ema_decay: float | None = None,
+    score: Score | None = None,
 ) -> FitResult:
     """Trains for ``epochs`` epochs, validating after each one.
 
@@ -625,6 +629,8 @@ def fit(
         model with ``jaxvision.transfer.with_frozen_layers`` so their batch norm stays in inference mode.
       ema_decay: keep an EMA of the parameters; validation, early stopping, the test and the returned
         ``state.eval_variables`` use it.
+      score: the per-example score reported as "accuracy" (``make_train_step``), for tasks other than
+        classification (``jaxvision.tasks``); their labels are then not checked as class indices.
 
     Returns:
       A FitResult.
@@ -637,10 +643,10 @@ def fit(
     """
     check_epochs_and_patience(epochs, patience)
     train_step = make_train_step(loss=loss, augment=augment, compiler_options=compiler_options,
-                                 label_smoothing=label_smoothing, frozen=frozen, ema_decay=ema_decay)
+                                 label_smoothing=label_smoothing, frozen=frozen, ema_decay=ema_decay, score=score)
     if ema_decay is not None:
         state = with_ema(state)
-    eval_step_fn = make_eval_step(loss=loss, compiler_options=compiler_options)
+    eval_step_fn = make_eval_step(loss=loss, compiler_options=compiler_options, score=score)
     durability = Durability(checkpoint_dir=checkpoint_dir, resume=resume, checkpoint_every=checkpoint_every,
                             checkpoint_minutes=checkpoint_minutes, keep_checkpoints=keep_checkpoints, log_dir=log_dir,
                             log_every=log_every, learning_rate=learning_rate)

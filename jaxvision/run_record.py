@@ -156,7 +156,7 @@ class Run:
         return jnp.asarray((pixels - mean) / std)
 
     def logits(self, images: Any, *, batch_size: int = 256) -> np.ndarray:
-        """Eval-mode logits ``[N, num_classes]`` of ``[N, H, W, C]`` images (see ``preprocess``)."""
+        """Eval-mode outputs (``[N, num_classes]`` logits for classification) of ``[N, H, W, C]`` images (see ``preprocess``)."""
         inputs = self.preprocess(images)
         parts = [np.asarray(_apply(self.variables, inputs[i:i + batch_size], model=self.model))
                  for i in range(0, len(inputs), batch_size)]
@@ -164,15 +164,40 @@ class Run:
             return np.zeros((0, int(self.metadata["num_classes"])), np.float32)
         return np.concatenate(parts).astype(np.float32)
 
-    def predict(self, images: Any, *, batch_size: int = 256) -> np.ndarray:
-        """Class probabilities ``[N, num_classes]`` (softmax) of ``[N, H, W, C]`` images.
+    @property
+    def task(self) -> Any:
+        """The run's task object (``jaxvision.tasks``), or None for a classification run."""
+        record = self.metadata.get("task")
+        if not record:
+            return None
+        from jaxvision.tasks import task_from_record
+
+        return task_from_record(record)
+
+    def predict(self, images: Any, *, batch_size: int = 256) -> Any:
+        """Predictions for ``[N, H, W, C]`` images, by the run's task.
+
+        Classification: class probabilities ``[N, num_classes]`` (softmax). binary: the positive class's
+        probability ``[N]``; regress: ``[N, targets]`` in the targets' units; segment: class masks ``[N, H, W]``;
+        detect: one ``{"boxes" [K, 4] x1 y1 x2 y2 pixels, "scores" [K], "classes" [K]}`` per image, after NMS.
 
         Args:
           images: uint8 0-255 or float in [0, 1], as loaded from image files; the run's
             normalisation is applied here.
           batch_size: images per forward pass.
         """
-        return np.asarray(jax.nn.softmax(jnp.asarray(self.logits(images, batch_size=batch_size)), axis=-1))
+        logits = self.logits(images, batch_size=batch_size)
+        task = self.task
+        if task is None:
+            return np.asarray(jax.nn.softmax(jnp.asarray(logits), axis=-1))
+        decoded = task.decode(logits)
+        if task.name == "binary":
+            return np.asarray([d["probability"] for d in decoded], np.float32)
+        if task.name == "regress":
+            return task.to_units(logits)
+        if task.name == "segment":
+            return np.stack([d["mask"] for d in decoded]) if decoded else np.zeros((0, *logits.shape[1:3]), np.uint8)
+        return decoded
 
 
 @functools.partial(jax.jit, static_argnames="model")
@@ -197,7 +222,13 @@ def load_run(path: str) -> Run:
         raise ValueError(f"run {path} has no final model (status: {status}); finish it with "
                          f"`{metadata.get('command', 'jaxvision train ...')} --resume`")
     arguments = dict(metadata["model"]["arguments"])
-    model = get_model(metadata["model"]["name"], **arguments)
+    if metadata.get("task"):
+        from jaxvision.tasks import build_model, task_from_record
+
+        model = build_model(task_from_record(metadata["task"]), metadata["model"]["name"], tuple(metadata["input_shape"]),
+                            **arguments)
+    else:
+        model = get_model(metadata["model"]["name"], **arguments)
     like = _abstract_variables(model, tuple(metadata["input_shape"]))
     variables = restore_variables(model_path, like)
     return Run(path=path, model=model, variables=variables, metadata=metadata)

@@ -77,7 +77,7 @@ def mean_dice(matrix: jax.Array) -> jax.Array:
     return jnp.nanmean(per_class_dice(matrix))
 
 
-def soft_dice_loss(logits: jax.Array, labels: jax.Array, *, smooth: float = 1.0) -> jax.Array:
+def soft_dice_loss(logits: jax.Array, labels: jax.Array, *, smooth: float = 1.0, weights: jax.Array | None = None) -> jax.Array:
     """Multi-class soft Dice loss (Milletari et al., 2016, V-Net), per image, from softmax probabilities.
 
     ``1 - mean_c (2 sum p_c t_c + smooth) / (sum p_c + sum t_c + smooth)`` over each image's pixels,
@@ -88,12 +88,17 @@ def soft_dice_loss(logits: jax.Array, labels: jax.Array, *, smooth: float = 1.0)
       logits: [batch, height, width, num_classes].
       labels: [batch, height, width] integer classes.
       smooth: additive smoothing, > 0.
+      weights: optional [batch, height, width] pixel weights; 0 leaves a pixel out of both sums (an
+        ignored pixel).
 
     Returns:
       [batch] float32 losses in [0, 1); near 0 when the probabilities match the truth.
     """
     probabilities = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
     truth = jax.nn.one_hot(labels, logits.shape[-1], dtype=jnp.float32)
+    if weights is not None:
+        probabilities = probabilities * weights[..., None]
+        truth = truth * weights[..., None]
     intersection = (probabilities * truth).sum((1, 2))
     sizes = probabilities.sum((1, 2)) + truth.sum((1, 2))
     return 1.0 - ((2 * intersection + smooth) / (sizes + smooth)).mean(-1)

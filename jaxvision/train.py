@@ -15,7 +15,7 @@ through ``jaxvision.backends.compile.compile_step``, the one jit of a network's 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -29,6 +29,9 @@ from jaxvision.backends.compile import compile_step, initialization_compiler_opt
 from jaxvision.batch import Batch, BatchAugment, Metrics
 from jaxvision.losses import Loss, get_loss, hard_labels, predicted_classes, smoothed
 from jaxvision.input_size import check_input_size
+
+# (outputs, labels) -> [batch] per-example score in [0, 1] (e.g. a task's accuracy), logged as "accuracy".
+Score = Callable[[jax.Array, Any], jax.Array]
 
 
 class TrainState(train_state.TrainState):
@@ -195,6 +198,8 @@ class TrainStep:
       ema_decay: keep ``state.ema_params``, an exponential moving average of the parameters with this
         decay (warmed up as TensorFlow's ExponentialMovingAverage: ``min(decay, (1 + t) / (10 + t))``);
         None keeps none.
+      score: the per-example score reported as "accuracy", ``(outputs, labels) -> [batch]`` in [0, 1]; None is
+        classification's (argmax == label). Tasks other than classification pass theirs (``jaxvision.tasks``).
     """
 
     loss: Loss
@@ -202,6 +207,7 @@ class TrainStep:
     compiler_options: tuple[tuple[str, Any], ...] | None = None
     frozen: tuple[str, ...] = ()
     ema_decay: float | None = None
+    score: Score | None = None
 
     def unjitted(self, state: TrainState, batch: Batch, key: jax.Array) -> tuple[TrainState, Metrics]:
         """The step's body: fold ``state.step`` into ``key``, augment, differentiate, update."""
@@ -216,7 +222,7 @@ class TrainStep:
         # Differentiating with respect to the trainable modules only: JAX then never builds the frozen
         # ones' backward pass (their tangents are symbolic zeros), which is the speed-up of a linear probe.
         (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_of, has_aux=True)(trainable)
-        correct = predicted_classes(logits) == hard_labels(batch.labels)
+        correct = _score(self.score, logits, batch.labels)
         full_grads = {**grads, **jax.tree.map(jnp.zeros_like, fixed)}
         new_state = state.apply_gradients(grads=full_grads, batch_stats=batch_stats)
         if fixed:
@@ -251,15 +257,17 @@ class EvalStep:
     Attributes:
       loss: the per-example loss ``(logits, labels) -> [batch]``.
       compiler_options: as ``TrainStep``'s.
+      score: as ``TrainStep``'s; "correct" sums it.
     """
 
     loss: Loss
     compiler_options: tuple[tuple[str, Any], ...] | None = None
+    score: Score | None = None
 
     def unjitted(self, state: TrainState, batch: Batch) -> Metrics:
         """{"loss_sum", "correct", "count"} of the batch's real examples, in eval mode (EMA weights if kept)."""
         logits = state.apply_fn(state.eval_variables, batch.images, train=False).astype(jnp.float32)
-        correct = predicted_classes(logits) == hard_labels(batch.labels)
+        correct = _score(self.score, logits, batch.labels)
         return {
             "loss_sum": jnp.sum(self.loss(logits, batch.labels) * batch.mask),
             "correct": jnp.sum(correct * batch.mask),
@@ -269,6 +277,12 @@ class EvalStep:
     def __call__(self, state: TrainState, batch: Batch) -> Metrics:
         compiled = compile_step(_run_eval_step, state, static_argnames="step", compiler_options=_options(self.compiler_options))
         return compiled(state, batch, step=self)
+
+
+def _score(score: Score | None, outputs: jax.Array, labels: Any) -> jax.Array:
+    if score is None:
+        return predicted_classes(outputs) == hard_labels(labels)
+    return score(outputs, labels)
 
 
 def split_frozen(params: Any, frozen: Sequence[str]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -308,7 +322,7 @@ def _options_key(compiler_options: dict[str, Any] | None) -> tuple[tuple[str, An
 def make_train_step(
     *, loss: str | Loss = "cross_entropy", augment: BatchAugment | None = None,
     compiler_options: dict[str, Any] | None = None, label_smoothing: float = 0.0,
-    frozen: Sequence[str] = (), ema_decay: float | None = None,
+    frozen: Sequence[str] = (), ema_decay: float | None = None, score: Score | None = None,
 ) -> TrainStep:
     """Builds the train step from its parts.
 
@@ -323,6 +337,7 @@ def make_train_step(
       frozen: top-level module names to keep fixed (see ``TrainStep.frozen``); run the model through
         ``jaxvision.transfer.with_frozen_layers`` too, so their batch norm and dropout are in inference mode.
       ema_decay: in (0, 1), keep an EMA of the parameters (see ``TrainStep.ema_decay``).
+      score: the per-example score logged as "accuracy" (see ``TrainStep.score``); None is classification's.
 
     Returns:
       A TrainStep: ``step(state, batch, key) -> (state, metrics)``.
@@ -337,17 +352,20 @@ def make_train_step(
     if ema_decay is not None and not (0.0 < ema_decay < 1.0):
         raise ValueError(f"Invalid ema_decay={ema_decay}: expected a number in (0, 1), e.g. 0.999 (--ema-decay 0.999)")
     return TrainStep(loss=loss_fn, augment=augment, compiler_options=_options_key(compiler_options),
-                     frozen=tuple(sorted(frozen)), ema_decay=None if ema_decay is None else float(ema_decay))
+                     frozen=tuple(sorted(frozen)), ema_decay=None if ema_decay is None else float(ema_decay),
+                     score=score)
 
 
-def make_eval_step(*, loss: str | Loss = "cross_entropy", compiler_options: dict[str, Any] | None = None) -> EvalStep:
+def make_eval_step(*, loss: str | Loss = "cross_entropy", compiler_options: dict[str, Any] | None = None,
+                   score: Score | None = None) -> EvalStep:
     """Builds the eval step: ``step(state, batch) -> {"loss_sum", "correct", "count"}``.
 
     Args:
       loss: as ``make_train_step``'s.
       compiler_options: as ``make_train_step``'s.
+      score: as ``make_train_step``'s.
     """
-    return EvalStep(loss=get_loss(loss), compiler_options=_options_key(compiler_options))
+    return EvalStep(loss=get_loss(loss), compiler_options=_options_key(compiler_options), score=score)
 
 
 # The default steps: softmax cross-entropy, no augmentation.
@@ -365,6 +383,7 @@ __all__ = [
     "BatchAugment",
     "EvalStep",
     "Metrics",
+    "Score",
     "TrainState",
     "TrainStep",
     "compile_initialization",

@@ -53,6 +53,7 @@ from jaxvision.augment.photometric import (
     vignette,
 )
 from jaxvision.augment.spec import OPS, AugmentOp, AugmentPipeline, describe_augmentations, parse_augment_spec
+from jaxvision.augment.targets import TargetAugment, refuse_mixing, warp_boxes, warp_mask
 from jaxvision.augment.tta import count_views, evaluate_tta, make_tta_eval_step, predict_tta, view_matrices
 
 __all__ = [
@@ -60,6 +61,7 @@ __all__ = [
     "OPS",
     "AugmentOp",
     "AugmentPipeline",
+    "TargetAugment",
     "adjust_brightness",
     "adjust_contrast",
     "adjust_gamma",
@@ -70,6 +72,7 @@ __all__ = [
     "cutmix",
     "cutout",
     "describe_augmentations",
+    "refuse_mixing",
     "evaluate_tta",
     "flip_left_right",
     "flip_up_down",
@@ -102,4 +105,6 @@ __all__ = [
     "vignette",
     "view_matrices",
     "warp_affine",
+    "warp_boxes",
+    "warp_mask",
 ]

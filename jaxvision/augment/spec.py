@@ -212,9 +212,20 @@ class AugmentPipeline:
 
     def augment_image(self, key: jax.Array, image: jax.Array) -> jax.Array:
         """The per-example part of the pipeline on one ``[height, width, channels]`` image."""
+        return self.augment_example(key, image)[0]
+
+    def augment_example(self, key: jax.Array, image: jax.Array, targets: Any = None,
+                        warp_targets: Callable[[Any, jax.Array], Any] | None = None) -> tuple[jax.Array, Any]:
+        """One image and its dense or box targets, kept aligned: ``(image, targets)``.
+
+        The image goes through exactly ``augment_image`` (same keys, same ops); every fused geometric
+        matrix is also handed to ``warp_targets(targets, matrix)`` (e.g. ``jaxvision.augment.targets``'
+        ``warp_mask``/``warp_boxes``), so a mask or boxes move with the pixels. Photometric and per-image
+        ops leave targets alone.
+        """
         ops = self._per_image_ops()
         if not ops:
-            return image
+            return image, targets
         keys = jax.random.split(key, len(ops))
         height, width, channels = image.shape
         index = 0
@@ -229,13 +240,15 @@ class AugmentPipeline:
                 matrix = affine.compose(*(OPS[n].apply(k, height, width, m) for (n, m), k in run))
                 exact = all(OPS[n].whole_pixels for (n, _), _ in run)
                 image = affine.warp_affine(image, matrix, mode=self.fill_mode, order=0 if exact else 1)
+                if warp_targets is not None:
+                    targets = warp_targets(targets, matrix)
             elif kind == "photometric":
                 image = self._photometric_run(run, image, channels)
             else:
                 (name, magnitude), op_key = run[0]
                 image = OPS[name].apply(op_key, image, magnitude)
             index = end
-        return image
+        return image, targets
 
     def _photometric_run(self, run: list, image: jax.Array, channels: int) -> jax.Array:
         if self.mean is not None:

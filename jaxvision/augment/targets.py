@@ -12,11 +12,15 @@ corner at ``x`` is the point ``x - 0.5`` in matrix space. With that shift a left
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 
 from jaxvision import boxes as box_ops
 from jaxvision.augment import affine
+from jaxvision.augment.spec import OPS, AugmentPipeline
+from jaxvision.batch import Batch
 
 
 def warp_mask(mask: jax.Array, matrix: jax.Array) -> jax.Array:
@@ -75,3 +79,66 @@ def warp_boxes(
     new_boxes = jnp.concatenate([low, high], -1)
     new_valid = valid.astype(bool) & (box_ops.area(new_boxes) >= min_area)
     return jnp.where(new_valid[:, None], new_boxes, 0.0), new_valid
+
+
+# What a geometric warp does to each kind of target.
+TARGET_KINDS = ("none", "mask", "boxes")
+
+
+@dataclasses.dataclass(frozen=True)
+class TargetAugment:
+    """An ``AugmentPipeline`` that moves the targets with the pixels: ``augment(key, batch) -> batch``.
+
+    Every example's image goes through ``pipeline`` exactly as ``pipeline(key, batch)`` would send it (the
+    same per-example keys); the fused affine matrix of each geometric run also warps that example's mask
+    (nearest neighbour, ``warp_mask``) or boxes (``warp_boxes``). Frozen and hashable, so it can be a train
+    step's ``augment``.
+
+    Attributes:
+      pipeline: the parsed spec (``jaxvision.augment.parse_augment_spec``), without mixup or cutmix.
+      kind: "mask" (labels [batch, H, W] integer classes), "boxes" (labels {"boxes" [batch, M, 4] pixels
+        x1 y1 x2 y2, "classes" [batch, M], "valid" [batch, M]}) or "none" (labels a geometric op keeps).
+    """
+
+    pipeline: AugmentPipeline
+    kind: str = "none"
+
+    def __post_init__(self) -> None:
+        if self.kind not in TARGET_KINDS:
+            raise ValueError(f"Unknown target kind {self.kind!r}: expected one of {', '.join(TARGET_KINDS)}")
+        mixers = [name for name, magnitude in self.pipeline.ops if OPS[name].kind == "batch" and magnitude > 0]
+        if mixers and self.kind != "none":
+            raise ValueError(f"{mixers[0]} blends two images, and their {self.kind} cannot be blended: drop "
+                             f"{mixers[0]} from --augment for this task")
+
+    @property
+    def spec(self) -> str:
+        return self.pipeline.spec
+
+    def _example(self, key: jax.Array, image: jax.Array, targets):
+        height, width = image.shape[:2]
+        if self.kind == "mask":
+            return self.pipeline.augment_example(key, image, targets, warp_mask)
+        if self.kind == "boxes":
+            def warp(current, matrix):
+                boxes, valid = warp_boxes(current["boxes"], current["valid"], matrix, height, width)
+                return {**current, "boxes": boxes, "valid": valid, "classes": jnp.where(valid, current["classes"], 0)}
+            return self.pipeline.augment_example(key, image, targets, warp)
+        return self.pipeline.augment_example(key, image, targets)
+
+    def __call__(self, key: jax.Array, batch: Batch) -> Batch:
+        if self.kind == "none":
+            return self.pipeline(key, batch)
+        # The same split as AugmentPipeline.__call__ and augment_images: the pixels match the plain pipeline's.
+        image_key, _ = jax.random.split(key)
+        keys = jax.random.split(image_key, batch.images.shape[0])
+        images, labels = jax.vmap(self._example)(keys, batch.images, batch.labels)
+        return batch.replace(images=images, labels=labels)
+
+
+def refuse_mixing(pipeline: AugmentPipeline, task: str) -> None:
+    """One line for mixup/cutmix on a task whose targets cannot be mixed as class probabilities."""
+    mixers = [name for name, magnitude in pipeline.ops if OPS[name].kind == "batch" and magnitude > 0]
+    if mixers:
+        raise ValueError(f"Invalid --augment {pipeline.spec!r}: {mixers[0]} mixes class labels, which --task {task} "
+                         f"does not have; drop {mixers[0]} (flips, crops, rotations and colour ops keep {task} targets true)")

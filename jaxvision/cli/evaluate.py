@@ -33,6 +33,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help=f"the K most confidently wrong images in misclassified.png (default: {DEFAULT_MISCLASSIFIED})")
     parser.add_argument("--output-dir", default=None, help="where the files go (default: RUN_DIR/evaluation)")
     parser.add_argument("--json", action="store_true", help="print only evaluation.json's contents")
+    parser.add_argument("--task", choices=("classify", "binary", "regress", "segment", "detect"), default=None,
+                        help="the run's task (default: read from its run.json; a different one is refused)")
     parser.set_defaults(func=run)
 
 
@@ -41,9 +43,12 @@ def run(args: argparse.Namespace) -> int:
     from jaxvision.evaluation import check_split, evaluate_run, save_evaluation
     from jaxvision.run_record import load_run, read_run_file
 
+    from jaxvision.cli.task_outputs import check_task_option, evaluate_task_run
+
     # Everything that can be checked without the model or the data, before either is loaded.
-    read_run_file(args.run_dir)
+    metadata = read_run_file(args.run_dir)
     check_split(args.split)
+    task = check_task_option(args.task, metadata, args.run_dir)
     if args.tta:
         count_views(args.tta)
     if args.misclassified < 0:
@@ -52,6 +57,10 @@ def run(args: argparse.Namespace) -> int:
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
         raise ValueError(f"Invalid --output-dir {output_dir}: it is a file; expected a folder (made if missing). "
                          "Pass another --output-dir.")
+    if task != "classify":
+        if args.tta:
+            raise ValueError(f"Invalid --tta {args.tta} for a --task {task} run: it applies to classification runs; drop it")
+        return evaluate_task_run(args, load_run(args.run_dir), output_dir)
     start = time.perf_counter()
     evaluation = evaluate_run(load_run(args.run_dir), dataset=args.dataset, split=args.split, tta=args.tta,
                               batch_size=args.batch_size, data_dir=args.data_dir, misclassified=args.misclassified)

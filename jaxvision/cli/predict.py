@@ -41,6 +41,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--json", action="store_true",
                         help='print only a JSON list of {"image", "predictions": [{"class", "probability"}, ...]}')
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--task", choices=("classify", "binary", "regress", "segment", "detect"), default=None,
+                        help="the run's task (default: read from its run.json; a different one is refused)")
+    parser.add_argument("--output-dir", default=None,
+                        help="segment/detect runs: where the mask PNGs and predictions.png go (default: RUN_DIR/predictions)")
+    parser.add_argument("--score-threshold", type=arguments.open_fraction, default=0.3,
+                        help="detect runs: boxes shown and printed from this score up (default: 0.3)")
     parser.set_defaults(func=run)
 
 
@@ -168,6 +174,15 @@ def run(args: argparse.Namespace) -> int:
 
     # Everything that can be checked without the model, before it is loaded or compiled.
     metadata = read_run_file(args.run_dir)
+    from jaxvision.cli.task_outputs import check_task_option, predict_task
+
+    if check_task_option(args.task, metadata, args.run_dir) != "classify":
+        for flag, value in (("--top-k", args.top_k), ("--tta", args.tta)):
+            if value is not None:
+                raise ValueError(f"Invalid {flag} {value} for a --task {metadata['task']['name']} run: it applies to "
+                                 "classification runs; drop it")
+        decode_options(metadata)
+        return predict_task(args, load_run(args.run_dir), list_images(args.images))
     top_k = check_top_k(args.top_k, int(metadata["num_classes"]))
     if args.tta:
         count_views(args.tta)

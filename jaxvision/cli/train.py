@@ -110,7 +110,7 @@ RESUME_SETTINGS = ("model", "dataset", "epochs", "batch_size", "eval_batch_size"
                    "patience", "kernels", "seed", "augment", "first_seed", "seeds", "learning_rates",
                    "weight_decays", "dropout_rates", "strategy", "weights", "finetune", "backbone_lr_scale",
                    "keep_head", "cache_features", "label_smoothing", "clip_grad_norm", "ema_decay",
-                   "accumulate_steps", "dtype")
+                   "accumulate_steps", "dtype", "task", "target", "regression_loss")
 
 
 def add_durability_arguments(parser: argparse.ArgumentParser) -> None:
@@ -212,6 +212,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                "130 Ctrl-C and 143 SIGTERM (saved: resume with --resume).",
     )
     add_training_arguments(parser)
+    add_task_arguments(parser)
     parser.add_argument("--seed", type=arguments.seed, default=0, help="seeds initialisation, dropout and shuffling (0 to 2**32 - 1)")
     parser.add_argument("--output-dir", default=None, help="the run folder (default: runs/<model>_<dataset>)")
     add_durability_arguments(parser)
@@ -227,6 +228,30 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     add_fine_tuning_arguments(parser)
     parser.set_defaults(func=run)
+
+
+def add_task_arguments(parser: argparse.ArgumentParser) -> None:
+    """--task and its options; --model, --epochs, --batch-size and --learning-rate default per task."""
+    from jaxvision.tasks import DEFAULTS, REGRESSION_LOSSES, TASKS
+
+    defaults = "; ".join(f"{task}: {d['model']}, {d['epochs']} epochs, batch {d['batch_size']}, lr {d['learning_rate']:g}"
+                         for task, d in DEFAULTS.items())
+    parser.add_argument("--task", choices=TASKS, default="classify",
+                        help=f"what to learn from each image (default: classify). Defaults per task: {defaults}")
+    parser.add_argument("--target", default=None, metavar="FEATURE[,FEATURE]",
+                        help="TFDS feature(s) to learn: regress (default: the first scalar feature, area_fraction on "
+                             "shapes; e.g. count, or area_fraction,count), binary (default: has_circle or a two-class label)")
+    parser.add_argument("--regression-loss", choices=REGRESSION_LOSSES, default="mse", help="--task regress: the loss")
+    parser.set_defaults(model=None, epochs=None, batch_size=None, learning_rate=None, kernels=None)
+
+
+def apply_task_defaults(args: argparse.Namespace) -> None:
+    """Fills --model, --epochs, --batch-size and --learning-rate left out with the task's defaults."""
+    from jaxvision.tasks import DEFAULTS
+
+    for name, value in DEFAULTS[getattr(args, "task", "classify")].items():
+        if getattr(args, name, None) is None:
+            setattr(args, name, value)
 
 
 def add_fine_tuning_arguments(parser: argparse.ArgumentParser) -> None:
@@ -349,9 +374,16 @@ def run(args: argparse.Namespace) -> int:
     from jaxvision import augment, models
 
     start = time.perf_counter()
+    apply_task_defaults(args)
     overrides = {k: v for k, v in (("dropout_rate", args.dropout_rate), ("activation", args.activation)) if v is not None}
     if args.dtype != "float32":
         overrides["dtype"] = args.dtype  # flax takes dtype names; run.json stays JSON
+    if args.task != "classify":
+        from jaxvision.cli.task_train import check_task_arguments, run_task
+
+        check_task_arguments(args, overrides)
+        return in_run_directory(args, default_output_dir(args, prefix=f"{args.task}_"),
+                                lambda run_dir, previous: run_task(args, run_dir, previous, start, overrides))
     # Validate names, specs, weights and the output folder before loading any data.
     models.get_model(args.model, kernels=args.kernels, **overrides)
     check_fine_tuning_arguments(args)

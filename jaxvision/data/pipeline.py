@@ -129,8 +129,12 @@ def _as_dataset(dataset_builder: tfds.core.DatasetBuilder, split: str) -> tf.dat
 def _num_examples(dataset_builder: tfds.core.DatasetBuilder, split: str) -> int:
     if dataset_builder.info.splits:
         return dataset_builder.info.splits[split].num_examples
-    # No split metadata (tfds.testing.mock_data, or data never prepared): ask the data itself.
-    dataset = _as_dataset(dataset_builder, split)
+    # No split metadata (tfds.testing.mock_data, or data never prepared): ask the data itself (whole examples
+    # for a dataset without a supervised pair, such as voc's boxes).
+    if getattr(dataset_builder.info, "supervised_keys", None) or isinstance(dataset_builder, tfds.folder_dataset.ImageFolder):
+        dataset = _as_dataset(dataset_builder, split)
+    else:
+        dataset = dataset_builder.as_dataset(split=split, shuffle_files=False)
     cardinality = int(dataset.cardinality())
     return cardinality if cardinality >= 0 else sum(1 for _ in dataset)
 

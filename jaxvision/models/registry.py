@@ -17,9 +17,11 @@ from jaxvision.models.activations import get_activation
 from jaxvision.models.alexnet import AlexNet
 from jaxvision.models.lenet import LeNet5
 from jaxvision.models.mlp import MLP
+from jaxvision.models.convnet import ConvNet
 from jaxvision.models.mnist_cnn import MnistCNN
 from jaxvision.models.perceptron import Perceptron
 from jaxvision.models.simple_cnn import SimpleCNN
+from jaxvision.models.unet import UNet
 from jaxvision.models.vgg import VGG
 
 ModelConstructor = Callable[..., nn.Module]
@@ -54,6 +56,11 @@ _MODELS: dict[str, ModelConstructor] = {
     **_vgg_variants(),
     # ResNet: ImageNet 18-152 (v1.5, projection shortcuts); CIFAR 20-110 (6n+2 layers, zero-padding shortcuts).
     **{f"resnet{depth}": getattr(resnet, f"ResNet{depth}") for depth in (18, 34, 50, 101, 152, 20, 32, 44, 56, 110)},
+    # A small all-convolutional net with batch norm and global average pooling, for any input size.
+    "convnet": ConvNet,
+    # Dense prediction: per-pixel logits [N, H, W, num_classes] (Ronneberger et al., 2015); _small halves every width.
+    "unet": UNet,
+    "unet_small": functools.partial(UNet, widths=(8, 16, 32, 64)),
 }
 
 
