@@ -118,6 +118,7 @@ def test_python_api_predicts_by_task(task_run):
     (["--task", "regress", "--augment", "rotate:10"], "Invalid --augment item 'rotate' for --task regress"),
     (["--task", "detect", "--augment", "flip,mixup"], "mixup mixes class labels"),
     (["--task", "detect", "--model", "unet"], "Invalid --model unet for --task detect"),
+    (["--model", "unet_small"], "Invalid --model unet_small for --task classify"),
     (["--task", "binary", "--label-smoothing", "0.1"], "--label-smoothing 0.1 with --task binary"),
     (["--task", "segment", "--dataset", "digits"], "has no segmentation mask"),
     (["--task", "regress", "--dataset", "shapes/small", "--target", "colour"], "no numeric target 'colour'"),

@@ -100,7 +100,7 @@ def run_task(args: argparse.Namespace, run_dir, previous, start: float, override
     splits, task = load_task_splits(
         args.task, args.dataset, batch_size=args.batch_size, eval_batch_size=args.eval_batch_size,
         validation_fraction=args.validation_fraction, seed=args.seed, image_size=args.image_size, target=args.target,
-        channels=args.channels or 3, data_dir=args.data_dir, make_task=_task_factory(args))
+        channels=args.channels or 3, data_dir=args.data_dir, make_task=_task_factory(args), progress=not args.no_progress)
     meta = splits.meta
     model = build_model(task, args.model, meta.image_shape, kernels=args.kernels, **overrides)
     total_steps = args.epochs * splits.steps_per_epoch

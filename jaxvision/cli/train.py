@@ -378,6 +378,9 @@ def run(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in (("dropout_rate", args.dropout_rate), ("activation", args.activation)) if v is not None}
     if args.dtype != "float32":
         overrides["dtype"] = args.dtype  # flax takes dtype names; run.json stays JSON
+    if args.task == "classify" and args.model.startswith("unet"):
+        raise ValueError(f"Invalid --model {args.model} for --task classify: the U-Net gives a class per pixel; "
+                         "add --task segment (or pick a classifier, e.g. --model convnet)")
     if args.task != "classify":
         from jaxvision.cli.task_train import check_task_arguments, run_task
 

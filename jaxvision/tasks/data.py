@@ -169,14 +169,20 @@ def describe_targets(task: str, info, target: str | None) -> dict[str, Any]:
     raise ValueError(f"Unknown task {task!r} for TFDS targets")
 
 
-def _tfds_split(dataset_builder, split: str, task: str, described: dict[str, Any], image_size) -> _Examples:
+def _tfds_split(dataset_builder, split: str, task: str, described: dict[str, Any], image_size, *,
+                progress: bool = True) -> _Examples:
     import tensorflow_datasets as tfds
+    from tqdm.auto import tqdm
 
     feature = described["feature"]
     pet = dataset_builder.info.name == "oxford_iiit_pet" and task == "segment"
     images, targets = [], []
     dataset = dataset_builder.as_dataset(split=split, shuffle_files=False)
-    for example in tfds.as_numpy(dataset):
+    total = int(dataset.cardinality())
+    # Examples come one at a time (boxes vary in number); shapes' 8,000 take a few seconds.
+    examples = tqdm(tfds.as_numpy(dataset), total=total if total >= 0 else None, desc=f"reading {split}",
+                    unit="image", leave=False, disable=not progress or 0 <= total < 2000)
+    for example in examples:
         image = example["image"]
         size = image_size or (images[0].shape[:2] if images else None)
         images.append(_resize_image(image, size))
@@ -208,13 +214,14 @@ def _tfds_split(dataset_builder, split: str, task: str, described: dict[str, Any
 
 
 def _from_tfds(name: str, task: str, *, target: str | None, image_size, validation_fraction: float,
-               data_dir: str | None) -> tuple[dict[str, _Examples], tuple[str, ...], dict[str, Any]]:
+               data_dir: str | None, progress: bool = True) -> tuple[dict[str, _Examples], tuple[str, ...], dict[str, Any]]:
     from jaxvision.data import pipeline
 
     dataset_builder = pipeline.builder(name, data_dir=data_dir)
     described = describe_targets(task, dataset_builder.info, target)
     split_names = pipeline._split_names(dataset_builder, validation_fraction)
-    examples = {key: _tfds_split(dataset_builder, split, task, described, image_size) for key, split in split_names.items()}
+    examples = {key: _tfds_split(dataset_builder, split, task, described, image_size, progress=progress)
+                for key, split in split_names.items()}
     return examples, tuple(described["names"]), {"source": f"tfds:{name}", "targets": described["feature"]}
 
 
@@ -286,8 +293,8 @@ def _with_common_size(splits: dict[str, _Examples], task: str) -> dict[str, _Exa
 
 def load_task_splits(task, dataset: str, *, batch_size: int = 64, eval_batch_size: int = 500,
                      validation_fraction: float = 0.1, seed: int = 0, image_size=None, target: str | None = None,
-                     channels: int = 3, data_dir: str | None = None, make_task=None, mean=None, std=None
-                     ) -> tuple[TaskSplits, Any]:
+                     channels: int = 3, data_dir: str | None = None, make_task=None, mean=None, std=None,
+                     progress: bool = True) -> tuple[TaskSplits, Any]:
     """Loads ``dataset`` for ``task`` ("binary", "regress", "segment" or "detect").
 
     Args:
@@ -303,6 +310,7 @@ def load_task_splits(task, dataset: str, *, batch_size: int = 64, eval_batch_siz
         (a regression task's statistics come from the training split).
       mean, std: per-channel normalisation in [0, 1] units (a trained run's); computed from the training split
         when not given.
+      progress: a progress bar while a large TFDS split is read.
 
     Returns:
       (TaskSplits, the task object).
@@ -314,7 +322,7 @@ def load_task_splits(task, dataset: str, *, batch_size: int = 64, eval_batch_siz
                                             validation_fraction=validation_fraction, seed=seed)
     else:
         splits, names, source = _from_tfds(dataset, task, target=target, image_size=image_size,
-                                           validation_fraction=validation_fraction, data_dir=data_dir)
+                                           validation_fraction=validation_fraction, data_dir=data_dir, progress=progress)
     splits = _with_common_size(splits, task)
     image_shape = tuple(int(d) for d in splits["train"].images.shape[1:])
     task_object = make_task(tuple(names), splits["train"].targets, image_shape)
