@@ -121,6 +121,9 @@ def test_python_api_predicts_by_task(task_run):
     (["--model", "unet_small"], "Invalid --model unet_small for --task classify"),
     (["--task", "binary", "--label-smoothing", "0.1"], "--label-smoothing 0.1 with --task binary"),
     (["--task", "segment", "--dataset", "digits"], "has no segmentation mask"),
+    (["--task", "segment", "--dataset", "shapes/small", "--target", "label"],
+     "Feature 'label' of shapes is not a mask (shape (), expected [height, width] or [height, width, 1]): "
+     "pass --target with one of mask"),
     (["--task", "regress", "--dataset", "shapes/small", "--target", "colour"], "no numeric target 'colour'"),
 ])
 def test_bad_task_options_get_one_line(argv, message, tmp_path, capsys):

@@ -120,6 +120,17 @@ def _feature_names(info) -> dict[str, Any]:
     return dict(info.features.items()) if hasattr(info.features, "items") else {}
 
 
+def _shape(feature) -> tuple:
+    shape = getattr(feature, "shape", ())
+    return tuple(shape) if isinstance(shape, (tuple, list)) else ()
+
+
+def _is_mask(feature) -> bool:
+    # An image-shaped integer feature of one channel: a class-index mask (TFDS Image or Tensor).
+    shape = _shape(feature)
+    return len(shape) == 2 or (len(shape) == 3 and shape[-1] == 1)
+
+
 def describe_targets(task: str, info, target: str | None) -> dict[str, Any]:
     """Which TFDS features give ``task``'s targets, and the class or target names: {"feature", "names"}.
 
@@ -153,6 +164,10 @@ def describe_targets(task: str, info, target: str | None) -> dict[str, Any]:
         if name not in features:
             raise ValueError(f"Dataset {info.name} has no segmentation mask (features: {have}): pass --target FEATURE, "
                              "or train on a folder with images/, masks/ and classes.txt")
+        if not _is_mask(features[name]):
+            masks = [f for f, feature in features.items() if _is_mask(feature)]
+            raise ValueError(f"Feature {name!r} of {info.name} is not a mask (shape {_shape(features[name])}, expected "
+                             f"[height, width] or [height, width, 1]): pass --target with one of {', '.join(masks) or 'none'}")
         if info.name == "oxford_iiit_pet":
             return {"feature": name, "names": _PET_TRIMAP["names"]}
         label = features.get("label")
