@@ -25,6 +25,7 @@ import optax
 from flax import struct
 from flax.training import train_state
 
+from jaxvision.backends import training_forward
 from jaxvision.backends.compile import compile_step, initialization_compiler_options
 from jaxvision.batch import Batch, BatchAugment, Metrics
 from jaxvision.losses import Loss, get_loss, hard_labels, predicted_classes, smoothed
@@ -151,14 +152,15 @@ def loss_and_updates(
     same function.
     """
     variables = {"params": params}
+    apply_fn = training_forward(state.apply_fn)
     if state.batch_stats:
         variables["batch_stats"] = state.batch_stats
-        logits, updates = state.apply_fn(
+        logits, updates = apply_fn(
             variables, batch.images, train=True, rngs={"dropout": dropout_key}, mutable=["batch_stats"]
         )
         batch_stats = updates["batch_stats"]
     else:
-        logits = state.apply_fn(variables, batch.images, train=True, rngs={"dropout": dropout_key})
+        logits = apply_fn(variables, batch.images, train=True, rngs={"dropout": dropout_key})
         batch_stats = state.batch_stats
     # Models may compute in bf16; the loss and its gradient's start are always float32.
     logits = logits.astype(jnp.float32)

@@ -110,9 +110,11 @@ def test_a_nan_pixel_poisons_exactly_its_own_examples_logits(name, kernels):
 
 @pytest.mark.cpu_kernels
 @pytest.mark.parametrize("name", sorted(ZOO_CNNS))
-def test_jitted_cpu_kernels_are_non_finite_exactly_where_jitted_flax_layers_are(name):
-    # Under jit XLA:CPU's fused ReLUs and pools may drop a NaN (seen with flax's own layers as
-    # well); whatever it does, the CPU kernels must do the same as the reference layers.
+def test_jitted_cpu_kernels_keep_a_nan_that_jitted_flax_layers_may_drop(name):
+    # Under jit XLA:CPU's vectorised reductions (nn.max_pool's reduce_window among them) drop a NaN on
+    # larger maps, so with flax's own layers a NaN pixel can leave its example's logits finite. The CPU
+    # kernels' max pool takes elementwise maxima, which keep it: their logits are non-finite for the
+    # NaN example, wherever the reference's are, and nowhere else.
     x, variables = _variables(models.get_model(name, kernels="reference"), ZOO_CNNS[name])
     poisoned = np.array(x)
     poisoned[1, ZOO_CNNS[name][0] // 2, 3, 0] = np.nan
@@ -121,12 +123,17 @@ def test_jitted_cpu_kernels_are_non_finite_exactly_where_jitted_flax_layers_are(
     def finite(kernels):
         model = models.get_model(name, kernels=kernels)
         outputs = np.isfinite(np.asarray(jax.jit(lambda v, a: model.apply(v, a, train=False))(variables, poisoned)))
-        # Per-pixel outputs (the U-Net): which pixels a NaN reaches follows each max pool's NaN handling under
-        # jit, which differs between XLA's fused reduce-window and the CPU kernel; which images it poisons does not.
-        return outputs.reshape(len(outputs), -1).all(-1) if outputs.ndim > 2 else outputs
+        # Per-pixel outputs (the U-Net): which pixels a NaN reaches follows each max pool's NaN handling,
+        # which images it poisons does not.
+        return outputs.reshape(len(outputs), -1).all(-1) if outputs.ndim > 2 else outputs.all(-1)
 
-    np.testing.assert_array_equal(finite("cpu"), finite("reference"))
-    assert finite("cpu")[0].all()
+    ours, reference = finite("cpu"), finite("reference")
+    assert ours[0]
+    assert not (ours & ~reference).any(), (ours, reference)  # non-finite wherever the reference is
+    if not name.startswith("resnet"):
+        assert not ours[1]
+    # The ResNets pool only with flax's overlapping pool or none: there XLA:CPU's fusions drop the NaN
+    # under jit with either kernel set, as with flax's own layers.
 
 
 @pytest.mark.parametrize("kernels", ["reference", "cpu"])

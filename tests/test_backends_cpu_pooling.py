@@ -106,3 +106,23 @@ def test_materialize_keeps_a_nan_to_its_own_example_and_position():
     bad = ~np.isfinite(out)
     assert bad[1, 2, 0, 5] and bad.sum() <= materialization.MATERIALIZE_BLOCK  # its block of 8 channels at most
     assert bad[1, 2, 0].any() and not bad[0].any() and not np.delete(bad[1].reshape(9, 16), 6, axis=0).any()
+
+
+@pytest.mark.parametrize("channels", [6, 32])  # both forms of the window maxima (pooling.MIN_REDUCE_CHANNELS)
+def test_undifferentiated_max_pool_keeps_a_nan_that_xla_cpu_reductions_drop(channels):
+    # One pixel's channels NaN among ones: on a 28x28 map XLA:CPU's max-reduction of the windows (and
+    # nn.max_pool's reduce_window) returns 1 there, eagerly and under jit; lax.max's NaN semantics
+    # (and NumPy's) say NaN, in that window only.
+    x = np.ones((2, 28, 28, channels), np.float32)
+    x[0, 2, 3, :] = np.nan
+    x[1, 27, 26, 1] = -np.inf
+    expected = x.reshape(2, 14, 2, 14, 2, channels).max(axis=(2, 4))
+    pool = functools.partial(pooling.max_pool, window_shape=(2, 2), strides=(2, 2))
+    np.testing.assert_array_equal(pool(jnp.asarray(x)), expected)
+    np.testing.assert_array_equal(jax.jit(pool)(jnp.asarray(x)), expected)
+    # Differentiated (a train step), the maximum is XLA's plain reduction, as nn.max_pool's would be.
+
+
+def test_max_pool_of_integers_is_the_plain_maximum():
+    x = jnp.arange(2 * 4 * 4 * 3, dtype=jnp.int32).reshape(2, 4, 4, 3)
+    np.testing.assert_array_equal(pooling.max_pool(x, (2, 2), strides=(2, 2)), nn.max_pool(x, (2, 2), strides=(2, 2)))

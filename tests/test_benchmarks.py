@@ -347,6 +347,19 @@ def test_emitters_times_both_compiles_of_a_step_and_marks_the_chosen_one():
     assert results["legacy"]["chosen"] and not results["default"]["chosen"]
 
 
+def test_pool_first_times_four_variants_and_puts_the_library_back():
+    import jaxvision.train
+    from benchmarks.experiments import pool_first
+    from jaxvision import backends
+    from jaxvision.backends.cpu import pooling
+
+    maxima = pooling._maxima_and_first
+    results = pool_first.compare("lenet5", 2, rounds=2, steps=1)
+    assert list(results) == list(pool_first.VARIANTS)
+    assert all(len(seconds) == 2 and min(seconds) > 0 for seconds in results.values())
+    assert jaxvision.train.training_forward is backends.training_forward and pooling._maxima_and_first is maxima
+
+
 def test_population_vs_loop_times_every_strategy():
     from benchmarks.experiments import population_vs_loop
 

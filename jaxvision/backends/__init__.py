@@ -10,12 +10,15 @@ the style of the flax ImageNet example. ``kernels`` picks what fills those field
   rounding, every JAX transform) and its compile options;
 - ``"auto"`` (the default of ``get_model``): ``"cpu"`` on the CPU backend, else ``"reference"``.
 
+A train step calls ``training_forward(state.apply_fn)``: with the CPU layers, the model's ``apply``
+rewritten to pool before the bias and ReLU (same values; ``jaxvision.backends.cpu.pool_first_rewrite``).
 Process settings (an XLA flag, huge pages for XLA:CPU's buffers) live in ``jaxvision.backends.process``
 and apply only to the training commands on a CPU-only platform.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
@@ -58,4 +61,14 @@ def kernels_of(model: nn.Module) -> str | None:
     return "cpu" if any(value is layer for value in values for layer in cpu.LAYERS.values()) else "reference"
 
 
-__all__ = ["KERNELS", "REFERENCE_LAYERS", "kernels_of", "layers", "resolve_kernels"]
+def training_forward(apply_fn: Callable[..., Any]) -> Callable[..., Any]:
+    """What a train step calls in place of ``apply_fn`` (a model's ``apply``): the same function, rewritten
+    to pool before the bias and ReLU (``jaxvision.backends.cpu.pool_first_rewrite``) for a model built with the
+    CPU layers; ``apply_fn`` itself for the reference layers or any other function."""
+    model = getattr(apply_fn, "__self__", None)
+    if isinstance(model, nn.Module) and kernels_of(model) == "cpu":
+        return cpu.pool_first(apply_fn)
+    return apply_fn
+
+
+__all__ = ["KERNELS", "REFERENCE_LAYERS", "kernels_of", "layers", "resolve_kernels", "training_forward"]

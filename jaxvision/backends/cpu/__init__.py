@@ -8,8 +8,9 @@ model's injectable field names to them; ``jaxvision.backends.layers("cpu")`` ret
 from jaxvision.backends.cpu.batch_norm import BatchNorm
 from jaxvision.backends.cpu.conv import Conv
 from jaxvision.backends.cpu.materialization import materialize, relu
+from jaxvision.backends.cpu.pool_first_rewrite import pool_first
 from jaxvision.backends.cpu.pooling import avg_pool, max_pool
 
 LAYERS = {"conv": Conv, "norm": BatchNorm, "max_pool": max_pool, "avg_pool": avg_pool, "act": relu}
 
-__all__ = ["LAYERS", "BatchNorm", "Conv", "avg_pool", "materialize", "max_pool", "relu"]
+__all__ = ["LAYERS", "BatchNorm", "Conv", "avg_pool", "materialize", "max_pool", "pool_first", "relu"]

@@ -1,7 +1,7 @@
 """``nn.max_pool`` and ``nn.avg_pool`` with a faster XLA:CPU path for non-overlapping windows.
 
 For windows that do not overlap (stride = window, VALID padding: every 2x2/2 pool of LeNet-5,
-MnistCNN, SimpleCNN and VGG) the pool is a reshape and a reduction. XLA:CPU lowers the gradient of
+MnistCNN, SimpleCNN and VGG) the pool is a reshape and a maximum over each window. XLA:CPU lowers the gradient of
 ``reduce_window`` max (what ``nn.max_pool`` is) to select-and-scatter, several times slower; and
 autodiff of ``jnp.max`` splits a tie evenly, counting every window's maxima in a reduction over the
 whole input. ``max_pool`` here sends each window's gradient to its first maximum in row-major order,
@@ -10,8 +10,11 @@ with them), from a stored int8 index of that maximum. The rule is a forward-mode
 is "the tangent at the first maximum", linear in the input, so reverse mode transposes it into the
 index-based backward pass and ``jax.jvp`` works as well.
 
-NaN: ``jnp.max`` propagates it, as ``reduce_window`` max does; the first-maximum index of a window
-holding a NaN points at the NaN, so its gradient is NaN too, as ``nn.max_pool``'s would be.
+NaN: undifferentiated, a window holding one pools to NaN (``_window_maxima``; XLA:CPU's own
+max-reductions, ``nn.max_pool``'s included, drop it on larger maps). Differentiated, the maximum is
+XLA's plain reduction, for speed (``_maxima_and_first``); where it is NaN, the first-maximum index
+points at the NaN, so the gradient goes there.
+
 Anything else (overlapping windows, padding, other ranks) is flax's own pool. Measurements: README.md
 beside this file.
 """
@@ -27,6 +30,10 @@ import jax
 import jax.numpy as jnp
 
 
+# Channels from which a window's maximum is a reduction (with a NaN check) rather than elementwise maxima.
+MIN_REDUCE_CHANNELS = 24
+
+
 def _index_dtype(window: int) -> jnp.dtype:
     """int8 holds a window's entry index up to 11x11 windows."""
     return jnp.dtype(jnp.int8) if window * window <= 128 else jnp.dtype(jnp.int32)
@@ -38,9 +45,38 @@ def _windows(x: jax.Array, window: int) -> jax.Array:
     return x.reshape(batch, height // window, window, width // window, window, channels)
 
 
-def _first_maximum(x: jax.Array, window: int, maxima: jax.Array) -> jax.Array:
-    """Each window's row-major index of its first maximum (of its first NaN, if it holds one)."""
+def _window_maxima(x: jax.Array, window: int) -> jax.Array:
+    """Each window's maximum, NaN if the window holds one: the pool's value where it is not differentiated.
+
+    XLA:CPU's vectorised max-reductions drop NaN on larger maps (one NaN among [1, 28, 28, 8] ones
+    reduces to a finite maximum, eagerly and under jit, ``nn.max_pool``'s ``reduce_window`` too),
+    where ``lax.max`` is defined to propagate it. Two forms keep it: from ``MIN_REDUCE_CHANNELS``
+    channels the reduction plus a reduction of "is NaN" (as fast as the reduction alone on MnistCNN),
+    below them an elementwise ``jnp.maximum`` of the window's entries (faster on LeNet-5's 6 and 16
+    channels); figures in benchmarks/NOTES.md (2026-12-03).
+    """
     windows = _windows(x, window)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        return jnp.max(windows, axis=(2, 4))
+    if x.shape[-1] >= MIN_REDUCE_CHANNELS:
+        holds_nan = jnp.any(jnp.isnan(windows), axis=(2, 4))
+        return jnp.where(holds_nan, jnp.asarray(jnp.nan, x.dtype), jnp.max(windows, axis=(2, 4)))
+    maxima = windows[:, :, 0, :, 0, :]
+    for k in range(1, window * window):
+        maxima = jnp.maximum(maxima, windows[:, :, k // window, :, k % window, :])
+    return maxima
+
+
+def _maxima_and_first(x: jax.Array, window: int) -> tuple[jax.Array, jax.Array]:
+    """Each window's maximum and the row-major index of its first maximum (of its first NaN, if the
+    maximum is NaN): the forward-mode rule's, so a train step's, form.
+
+    The maximum is XLA's plain max-reduction: the NaN-keeping forms of ``_window_maxima`` cost a
+    train step 5-13% (benchmarks/NOTES.md, 2026-12-03). So where XLA:CPU's reduction drops a NaN, a
+    differentiated pool drops it as ``nn.max_pool`` (whose reduce_window does the same) would.
+    """
+    windows = _windows(x, window)
+    maxima = jnp.max(windows, axis=(2, 4))
     index_dtype = _index_dtype(window)
     first = jnp.full(maxima.shape, window * window - 1, index_dtype)
     for k in reversed(range(window * window)):
@@ -48,19 +84,18 @@ def _first_maximum(x: jax.Array, window: int, maxima: jax.Array) -> jax.Array:
         # A NaN maximum equals nothing, so a NaN entry is matched by its own NaN-ness.
         hit = (entry == maxima) | (jnp.isnan(entry) & jnp.isnan(maxima))
         first = jnp.where(hit, jnp.asarray(k, index_dtype), first)
-    return first
+    return maxima, first
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
 def _max_pool_windows(x: jax.Array, window: int) -> jax.Array:
-    return jnp.max(_windows(x, window), axis=(2, 4))
+    return _window_maxima(x, window)
 
 
 @_max_pool_windows.defjvp
 def _max_pool_jvp(window, primals, tangents):
     (x,), (x_dot,) = primals, tangents
-    maxima = jnp.max(_windows(x, window), axis=(2, 4))
-    first = _first_maximum(x, window, maxima)
+    maxima, first = _maxima_and_first(x, window)
     positions = jnp.arange(window * window, dtype=first.dtype).reshape(1, 1, window, 1, window, 1)
     hit = first[:, :, None, :, None, :] == positions
     # Linear in x_dot; its transpose is where(hit, cotangent, 0): the gradient to the first maximum.
