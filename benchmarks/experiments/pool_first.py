@@ -8,7 +8,8 @@ four ways: with ``jaxvision.backends.training_forward``'s pool-first rewrite (wh
 the model's ``apply`` as written, each with the differentiated max pool's plain ``jnp.max``
 reduction (what the library runs, ``pooling._maxima_and_first``) or the NaN-keeping maxima of the
 pool's undifferentiated form (``pooling._window_maxima``; XLA:CPU's max-reduction drops a NaN on
-larger maps). The steps are timed in alternating rounds, so machine drift hits them alike. benchmarks/NOTES.md (2026-12-03) has the figures.
+larger maps). The steps are timed in alternating rounds, so machine drift hits them alike.
+benchmarks/NOTES.md (2026-12-03) has the figures.
 """
 
 from __future__ import annotations
@@ -87,8 +88,14 @@ def main(argv: list[str] | None = None) -> None:
 
     configure_environment(parse_args(["--kernels", "cpu"]))  # XLA flags and TFDS dir as benchmarks.run sets them
     from benchmarks.experiments import parse_rows
+    from benchmarks.jax_bench import available_models
 
-    for model, batch_size in parse_rows(args.rows):
+    try:
+        rows = parse_rows(args.rows)
+        available_models([model for model, _ in rows], "cpu")
+    except ValueError as error:
+        p.error(str(error))
+    for model, batch_size in rows:
         results = compare(model, batch_size, rounds=args.rounds, steps=args.steps)
         print(f"{model} batch {batch_size}, CPU layers, median step ms over rounds (min-max):")
         for variant, seconds in results.items():

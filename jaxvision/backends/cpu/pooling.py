@@ -1,9 +1,9 @@
 """``nn.max_pool`` and ``nn.avg_pool`` with a faster XLA:CPU path for non-overlapping windows.
 
 For windows that do not overlap (stride = window, VALID padding: every 2x2/2 pool of LeNet-5,
-MnistCNN, SimpleCNN and VGG) the pool is a reshape and a maximum over each window. XLA:CPU lowers the gradient of
-``reduce_window`` max (what ``nn.max_pool`` is) to select-and-scatter, several times slower; and
-autodiff of ``jnp.max`` splits a tie evenly, counting every window's maxima in a reduction over the
+MnistCNN, SimpleCNN and VGG) the pool is a reshape and a maximum over each window. XLA:CPU lowers
+the gradient of ``reduce_window`` max (what ``nn.max_pool`` is) to select-and-scatter, several times
+slower; and autodiff of ``jnp.max`` splits a tie evenly, counting every window's maxima in a reduction over the
 whole input. ``max_pool`` here sends each window's gradient to its first maximum in row-major order,
 where ``nn.max_pool`` and PyTorch's ``max_pool2d`` send it (so on MNIST's blank background it agrees
 with them), from a stored int8 index of that maximum. The rule is a forward-mode one whose tangent
@@ -71,8 +71,8 @@ def _maxima_and_first(x: jax.Array, window: int) -> tuple[jax.Array, jax.Array]:
     """Each window's maximum and the row-major index of its first maximum (of its first NaN, if the
     maximum is NaN): the forward-mode rule's, so a train step's, form.
 
-    The maximum is XLA's plain max-reduction: the NaN-keeping forms of ``_window_maxima`` cost a
-    train step 5-13% (benchmarks/NOTES.md, 2026-12-03). So where XLA:CPU's reduction drops a NaN, a
+    The maximum is XLA's plain max-reduction, for speed: the NaN-keeping forms of ``_window_maxima``
+    slow a train step (figures: benchmarks/NOTES.md, 2026-12-03). So where XLA:CPU's reduction drops a NaN, a
     differentiated pool drops it as ``nn.max_pool`` (whose reduce_window does the same) would.
     """
     windows = _windows(x, window)
